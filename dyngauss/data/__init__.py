@@ -1,0 +1,1 @@
+"""Datasets, cameras and the built-in synthetic scene."""

@@ -1,0 +1,73 @@
+"""The deformation-field interface shared by every motion model.
+
+A field maps canonical Gaussian centres (and the time t in [0, 1]) to a :class:`Motion`: a rotation
+(unit quaternion, wxyz), a translation and optionally a log-scale change, per Gaussian. The posed mean is
+R mu + t and the posed orientation rot ⊗ q (DESIGN.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..geometry.quaternion import quat_multiply, quat_normalize, quat_rotate
+
+
+@dataclass
+class Motion:
+    """Per-Gaussian SE(3) (+ scale) from canonical to time t. rot [N,4] wxyz, trans [N,3], dscale [N,3] or None
+    (added to the log-scales)."""
+
+    rot: torch.Tensor
+    trans: torch.Tensor
+    dscale: torch.Tensor | None = None
+
+    @staticmethod
+    def identity(n: int, device=None, dtype=torch.float32) -> "Motion":
+        rot = torch.zeros(n, 4, device=device, dtype=dtype)
+        rot[:, 0] = 1.0
+        return Motion(rot, torch.zeros(n, 3, device=device, dtype=dtype), None)
+
+
+def apply_motion(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor,
+                 motion: Motion) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posed (means, quats, log_scales) = (R mu + t, rot ⊗ q, log_s + dscale)."""
+    rot = quat_normalize(motion.rot)
+    posed_means = quat_rotate(rot, means) + motion.trans
+    posed_quats = quat_multiply(rot, quat_normalize(quats))
+    posed_scales = log_scales if motion.dscale is None else log_scales + motion.dscale
+    return posed_means, posed_quats, posed_scales
+
+
+class DeformField(nn.Module):
+    """Base class. Subclasses implement :meth:`forward`; the hooks below have harmless defaults.
+
+    `forward(means, t, frame=None)`: means [N,3] canonical centres, t a float (or 0-d tensor) in [0,1],
+    frame an optional integer frame index (for per-frame latent codes); returns a Motion for N Gaussians.
+    """
+
+    kind: str = "base"
+
+    def forward(self, means: torch.Tensor, t: float | torch.Tensor, frame: int | None = None) -> Motion:  # noqa: D401
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups (name, params, lr); default: all parameters at `lr`."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"name": f"deform.{self.kind}", "params": params, "lr": lr}] if params else []
+
+    def set_step(self, step: int) -> None:
+        """Called every iteration (coarse-to-fine annealing, schedules)."""
+
+    def on_gaussians_changed(self, means: torch.Tensor) -> None:
+        """Called after densification/pruning changed the canonical Gaussians (e.g. node re-binding)."""
+
+
+class IdentityField(DeformField):
+    """`deform.kind=none`: a static scene."""
+
+    kind = "none"
+
+    def forward(self, means: torch.Tensor, t: float | torch.Tensor, frame: int | None = None) -> Motion:
+        return Motion.identity(means.shape[0], means.device, means.dtype)

@@ -1,0 +1,1 @@
+"""Rotation, rigid-motion and nearest-neighbour math (pure torch functions)."""
