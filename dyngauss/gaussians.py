@@ -9,7 +9,9 @@ from torch import nn
 
 from .render.sh import num_sh_bases, rgb_to_sh0
 
-PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh0", "shN")
+# Keys of the parameter dict. They follow gsplat's strategies ("scales" holds log-scales, "opacities"
+# holds logits) so its densification works on it unchanged; the properties below give DESIGN.md's names.
+PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
 
 @dataclass
@@ -36,7 +38,7 @@ def _knn_mean_dist(points: np.ndarray, k: int = 3) -> np.ndarray:
 class Gaussians(nn.Module):
     """N canonical Gaussians. Parameters (DESIGN.md): means [N,3], quats [N,4] wxyz, log_scales [N,3],
     opacity_logits [N], and SH split as sh0 [N,1,3] (DC) and shN [N,K-1,3] (rest, K=(d+1)^2) so they can
-    have different learning rates. `sh` concatenates them."""
+    have different learning rates. `sh` concatenates them. Stored in `params` under PARAM_NAMES."""
 
     def __init__(self, means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor,
                  opacity_logits: torch.Tensor, sh0: torch.Tensor, shN: torch.Tensor, sh_degree: int = 3):
@@ -44,7 +46,7 @@ class Gaussians(nn.Module):
         self.max_sh_degree = int(sh_degree)
         self.params = nn.ParameterDict({
             "means": nn.Parameter(means), "quats": nn.Parameter(quats),
-            "log_scales": nn.Parameter(log_scales), "opacity_logits": nn.Parameter(opacity_logits),
+            "scales": nn.Parameter(log_scales), "opacities": nn.Parameter(opacity_logits),
             "sh0": nn.Parameter(sh0), "shN": nn.Parameter(shN)})
 
     # ---- construction -------------------------------------------------------------------------
@@ -86,7 +88,10 @@ class Gaussians(nn.Module):
     def empty_like_state(cls, state: dict[str, torch.Tensor], sh_degree: int) -> "Gaussians":
         """Shell with the shapes of a saved state dict (for loading checkpoints)."""
         g = {k.split(".")[-1]: torch.zeros_like(v) for k, v in state.items() if k.startswith("params.")}
-        return cls(g["means"], g["quats"], g["log_scales"], g["opacity_logits"], g["sh0"], g["shN"], sh_degree)
+        missing = [k for k in PARAM_NAMES if k not in g]
+        if missing:
+            raise KeyError(f"Gaussian state is missing {missing}")
+        return cls(g["means"], g["quats"], g["scales"], g["opacities"], g["sh0"], g["shN"], sh_degree)
 
     # ---- views --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -102,19 +107,21 @@ class Gaussians(nn.Module):
 
     @property
     def log_scales(self) -> torch.Tensor:
-        return self.params["log_scales"]
+        return self.params["scales"]
 
     @property
     def opacity_logits(self) -> torch.Tensor:
-        return self.params["opacity_logits"]
+        return self.params["opacities"]
 
     @property
     def scales(self) -> torch.Tensor:
-        return torch.exp(self.params["log_scales"])
+        """Activated scales exp(log_scales) [N,3]."""
+        return torch.exp(self.params["scales"])
 
     @property
     def opacities(self) -> torch.Tensor:
-        return torch.sigmoid(self.params["opacity_logits"])
+        """Activated opacities sigmoid(logits) [N]."""
+        return torch.sigmoid(self.params["opacities"])
 
     @property
     def sh(self) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Training losses: photometric, and the motion losses (flow, cycle, rigidity, elastic)."""

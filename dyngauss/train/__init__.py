@@ -1,0 +1,1 @@
+"""Training: the loop, optimizers, densification hooks, checkpoints, logging."""

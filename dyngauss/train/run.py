@@ -1,0 +1,39 @@
+"""The main job: train, evaluate on the held-out split, export the PLY sequence (tools/train.py)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..config import Config
+from .checkpoint import load_model
+from .trainer import Trainer
+
+
+def run_job(cfg: Config, resume: bool = False, log=print) -> dict:
+    """Train (or continue), then evaluate and export as configured. Returns the metrics dict."""
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, resume=resume)
+    log(f"dataset: {trainer.scene.path}  ({len(trainer.cameras)} training frames, backend={trainer.backend}, "
+        f"deform={cfg.deform.kind}, {len(trainer.gaussians)} initial Gaussians)")
+    trainer.train()
+    run_dir = Path(cfg.out)
+    model = load_model(run_dir)
+    metrics: dict = {}
+    from ..eval.evaluate import evaluate_run
+
+    split_name = cfg.data.eval_split
+    metrics = evaluate_run(model, trainer.scene.split(split_name), run_dir, split_name,
+                           backend=cfg.render.backend, save_renders=cfg.eval.save_renders, lpips=cfg.eval.lpips)
+    log(f"{split_name} PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
+        f"{metrics['num_gaussians']} Gaussians  {metrics['fps']:.1f} FPS  "
+        f"train {metrics['train_seconds']:.0f} s")
+    if cfg.export.enabled:
+        from ..export.sequence import export_sequence, times_for
+
+        times = times_for(frames=cfg.export.frames)
+        seq = export_sequence(model.gaussians, model.deform, times, run_dir / "ply", fmt=cfg.export.format,
+                              fps=cfg.export.fps, source=str(model.path))
+        log(f"exported {len(times)} frames to {seq}")
+    log(f"total {time.perf_counter() - t0:.0f} s; run folder {run_dir}")
+    return metrics

@@ -1,0 +1,70 @@
+"""Resolve and load the training scene named by the config (a D-NeRF folder or the built-in scene)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+
+
+def cache_root(cfg: Config) -> Path:
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir).expanduser()
+    return Path(os.environ.get("DYNGAUSS_CACHE", "~/.cache/dyngauss")).expanduser()
+
+
+def dataset_path(cfg: Config) -> Path:
+    """The D-NeRF folder to train on; generates the built-in synthetic scene (cached) when data.path is ''."""
+    if cfg.data.path:
+        return Path(cfg.data.path).expanduser()
+    from ..data.synthetic import SyntheticConfig, ensure_scene
+
+    scfg = SyntheticConfig(resolution=cfg.data.synthetic_resolution, seed=cfg.data.synthetic_seed)
+    return Path(ensure_scene(scfg, cache_dir=cache_root(cfg)))
+
+
+@dataclass
+class SceneData:
+    """Training split plus lazily loaded evaluation splits of one dataset."""
+
+    path: Path
+    cfg: Config
+    train: object                         # DNeRFSplit
+    train_times: list[float]
+    scene_scale: float
+    _splits: dict = field(default_factory=dict)
+
+    def split(self, name: str):
+        if name == "train":
+            return self.train
+        if name not in self._splits:
+            from ..data.dnerf import load_dnerf
+
+            self._splits[name] = load_dnerf(self.path, name, downscale=self.cfg.data.downscale,
+                                            background=tuple(self.cfg.data.background))
+        return self._splits[name]
+
+    def frame_index(self, t: float) -> int | None:
+        """Training frame index of time t (per-frame latent codes), None for unseen times."""
+        i = int(np.argmin(np.abs(np.asarray(self.train_times) - t)))
+        return i if abs(self.train_times[i] - t) < 1e-6 else None
+
+
+def camera_scene_scale(cameras) -> float:
+    """1.1 x the largest distance of a camera centre from their mean (gsplat's scene scale)."""
+    centers = torch.stack([c.center for c in cameras]).double()
+    d = (centers - centers.mean(0)).norm(dim=-1).max().item()
+    return 1.1 * d if d > 1e-6 else 1.0
+
+
+def load_scene(cfg: Config) -> SceneData:
+    from ..data.dnerf import load_dnerf
+
+    path = dataset_path(cfg)
+    train = load_dnerf(path, "train", downscale=cfg.data.downscale, background=tuple(cfg.data.background))
+    times = sorted({round(float(t), 8) for t in train.times.tolist()})
+    return SceneData(path, cfg, train, times, camera_scene_scale(train.cameras))

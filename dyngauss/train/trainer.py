@@ -1,0 +1,273 @@
+"""The training loop: sample a frame, pose the Gaussians at its time, render, photometric loss, densify.
+
+Thin by design: densification is gsplat's DefaultStrategy (pre/post-backward hooks), motion models live in
+deform/, losses in losses/. Checkpoints hold everything needed to continue exactly (params, optimizer,
+scheduler, strategy and RNG states).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, config_to_dict, save_config
+from ..deform.factory import build_deform
+from ..gaussians import GaussianInitConfig, Gaussians
+from ..losses.photometric import photometric_loss, psnr
+from ..render.api import resolve_backend
+from ..render.scene import render_gaussians
+from .checkpoint import CKPT_VERSION, CheckpointError, find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
+from .init import initial_gaussians
+from .logging import Logger
+from .optim import build_deform_optimizer, build_gaussian_optimizers, decay_gamma
+from .scene import SceneData, load_scene
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. repeated non-finite losses)."""
+
+
+def _make_strategy(cfg: Config, scene_scale: float):
+    from gsplat.strategy import DefaultStrategy
+
+    d = cfg.densify
+    strat = DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, grow_scale3d=d.grow_scale3d,
+                            prune_scale3d=d.prune_scale3d, refine_start_iter=d.refine_start,
+                            refine_stop_iter=d.refine_stop, reset_every=d.reset_every,
+                            refine_every=d.refine_every, verbose=False)
+    return strat
+
+
+class Trainer:
+    """Owns the model, optimizers and data of one run folder (`cfg.out`)."""
+
+    def __init__(self, cfg: Config, scene: SceneData | None = None, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if cfg.train.device == "auto" else cfg.train.device))
+        self.scene = scene or load_scene(cfg)
+        self.backend = resolve_backend(cfg.render.backend, self.device)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.nan_skips_total = 0
+        self._nan_streak = 0
+        self.rng = np.random.default_rng(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        tr = self.scene.train
+        self.images = tr.images.to(self.device)
+        self.alphas = tr.alphas.to(self.device) if tr.alphas is not None else None
+        self.cameras = [c.to(self.device) for c in tr.cameras]
+        self.background = torch.tensor(cfg.data.background, dtype=torch.float32, device=self.device)
+        if resume:
+            self._resume(find_checkpoint(self.run_dir))
+        else:
+            self._fresh()
+        self.logger: Logger | None = None
+
+    # ---- setup -----------------------------------------------------------------------------------
+    def _fresh(self) -> None:
+        cfg = self.cfg
+        icfg = GaussianInitConfig(num_points=cfg.model.num_points, extent=cfg.model.init_extent,
+                                  init_opacity=cfg.model.init_opacity, init_scale_mult=cfg.model.init_scale_mult,
+                                  sh_degree=cfg.model.sh_degree)
+        tr = self.scene.train
+        self.gaussians = initial_gaussians(cfg.model.init, icfg, tr.cameras, tr.images, tr.alphas,
+                                           seed=cfg.train.seed).to(self.device)
+        self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times)).to(self.device)
+        self._build_optim()
+
+    def _build_optim(self) -> None:
+        cfg = self.cfg
+        scale = self.scene.scene_scale
+        self.optimizers = build_gaussian_optimizers(self.gaussians, cfg.optim, scale)
+        self.means_gamma = decay_gamma(cfg.optim.means_lr, cfg.optim.means_lr_final, cfg.train.iters)
+        self.deform_optimizer = build_deform_optimizer(self.deform, cfg.deform.lr)
+        lr_final = getattr(cfg.deform, "lr_final", cfg.deform.lr)
+        self.deform_gamma = decay_gamma(cfg.deform.lr, lr_final, max(1, cfg.train.iters - cfg.train.warmup_iters))
+        self.strategy = _make_strategy(cfg, scale) if cfg.densify.enabled else None
+        self.strategy_state = self.strategy.initialize_state(scene_scale=scale) if self.strategy else {}
+        if self.strategy:
+            self.strategy.check_sanity(self.gaussians.params, self.optimizers)
+        self._grow_grad2d = cfg.densify.grow_grad2d
+
+    def _resume(self, path: Path) -> None:
+        payload = read_checkpoint(path)
+        self.gaussians, self.deform, _ = model_from_payload(payload, self.device)
+        self._build_optim()
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(payload["optimizers"][name])
+        if self.deform_optimizer is not None and payload.get("deform_optimizer"):
+            self.deform_optimizer.load_state_dict(payload["deform_optimizer"])
+        self.strategy_state = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
+                               for k, v in payload.get("strategy_state", {}).items()} or self.strategy_state
+        self.step = int(payload["step"])
+        self.train_seconds = float(payload.get("train_seconds", 0.0))
+        self.nan_skips_total = int(payload.get("nan_skips", 0))
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.rng.bit_generator.state = rng["numpy"]
+        random.setstate(rng["python"])
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict:
+        return {
+            "format": "dyngauss", "version": CKPT_VERSION, "step": self.step,
+            "cfg": config_to_dict(self.cfg), "sh_degree": self.gaussians.max_sh_degree,
+            "gaussians": {k: v.detach().cpu() for k, v in self.gaussians.state_dict().items()},
+            "deform": {k: v.detach().cpu() for k, v in self.deform.state_dict().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "deform_optimizer": self.deform_optimizer.state_dict() if self.deform_optimizer else None,
+            "strategy_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                               for k, v in self.strategy_state.items()},
+            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                    "python": random.getstate()},
+            "train_times": list(self.scene.train_times), "num_frames": len(self.scene.train_times),
+            "scene_scale": self.scene.scene_scale, "dataset": str(self.scene.path),
+            "train_seconds": self.train_seconds, "nan_skips": self.nan_skips_total,
+        }
+
+    def save(self) -> Path:
+        path = self.run_dir / "checkpoints" / f"ckpt_{self.step:06d}.pt"
+        return save_checkpoint(self.checkpoint_payload(), path)
+
+    # ---- one iteration -----------------------------------------------------------------------------
+    def deform_active(self, step: int) -> bool:
+        return self.cfg.deform.kind != "none" and step >= self.cfg.train.warmup_iters
+
+    def sample_frame(self) -> int:
+        return int(self.rng.integers(len(self.cameras)))
+
+    def compute_loss(self, idx: int, step: int) -> tuple[torch.Tensor, dict, dict]:
+        """Render training frame `idx` at its time and return (loss, render info, log values)."""
+        cfg = self.cfg
+        cam = self.cameras[idx]
+        t = float(cam.time)
+        gt = self.images[idx]
+        bg = self.background
+        if cfg.train.random_background and self.alphas is not None:
+            bg = torch.rand(3, device=self.device)
+            a = self.alphas[idx]
+            gt = gt - (1 - a) * self.background + (1 - a) * bg  # re-composite onto the new background
+        deform = self.deform if self.deform_active(step) else None
+        out, _ = render_gaussians(self.gaussians, deform, cam, t, frame=self.scene.frame_index(t),
+                                  sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval),
+                                  background=bg, backend=self.backend, near=cfg.render.near, far=cfg.render.far,
+                                  eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
+        img = out.rgb[0]
+        loss = photometric_loss(img, gt, cfg.loss.l1_weight, cfg.loss.ssim_weight)
+        logs = {"loss": loss.detach(), "psnr": psnr(img.detach(), gt)}
+        self._last_images = (gt, img)
+        return loss, out.info, logs
+
+    def _grads_finite(self) -> bool:
+        for p in list(self.gaussians.parameters()) + list(self.deform.parameters()):
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                return False
+        return True
+
+    def _zero_grad(self) -> None:
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        if self.deform_optimizer is not None:
+            self.deform_optimizer.zero_grad(set_to_none=True)
+
+    def train_step(self) -> dict:
+        """One optimisation step (self.step -> self.step + 1). Non-finite loss/gradients skip the update."""
+        cfg, step = self.cfg, self.step
+        if step == cfg.train.warmup_iters and hasattr(self.deform, "init_nodes"):
+            self.deform.init_nodes(self.gaussians.means.detach())
+            self.deform_optimizer = build_deform_optimizer(self.deform, self._deform_lr())
+        self.deform.set_step(max(0, step - cfg.train.warmup_iters))
+        idx = self.sample_frame()
+        loss, info, logs = self.compute_loss(idx, step)
+        if self.strategy:
+            self.strategy.step_pre_backward(self.gaussians.params, self.optimizers, self.strategy_state, step, info)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            finite = self._grads_finite()
+        if not finite:
+            self._zero_grad()
+            self._nan_streak += 1
+            self.nan_skips_total += 1
+            logs["skipped"] = 1
+            if self._nan_streak > cfg.train.max_nan_skips:
+                raise TrainingError(f"stopping at step {step}: {self._nan_streak} consecutive non-finite losses or "
+                                    "gradients (lower the learning rates or check the data); the last good "
+                                    "checkpoint is in " + str(self.run_dir / "checkpoints"))
+            self.step += 1
+            return logs
+        self._nan_streak = 0
+        for o in self.optimizers.values():
+            o.step()
+        if self.deform_optimizer is not None and self.deform_active(step):
+            self.deform_optimizer.step()
+        self._zero_grad()
+        self._decay_lrs(step)
+        if self.strategy:
+            self._densify(step, info)
+        self.step += 1
+        return logs
+
+    def _deform_lr(self) -> float:
+        k = max(0, self.step - self.cfg.train.warmup_iters)
+        return self.cfg.deform.lr * self.deform_gamma ** k
+
+    def _decay_lrs(self, step: int) -> None:
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] *= self.means_gamma
+        if self.deform_optimizer is not None and self.deform_active(step):
+            for group in self.deform_optimizer.param_groups:
+                group["lr"] *= self.deform_gamma
+
+    def _densify(self, step: int, info: dict) -> None:
+        n0 = len(self.gaussians)
+        cap = self.cfg.densify.max_gaussians
+        self.strategy.grow_grad2d = float("inf") if cap and n0 >= cap else self._grow_grad2d
+        self.strategy.step_post_backward(self.gaussians.params, self.optimizers, self.strategy_state, step, info,
+                                         packed=False)
+        if len(self.gaussians) != n0 or (step + 1) % self.cfg.densify.refine_every == 0:
+            self.deform.on_gaussians_changed(self.gaussians.means.detach())
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def train(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = Logger(self.run_dir / "tb")
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.train.iters, initial=self.step, disable=not cfg.train.progress, dynamic_ncols=True,
+                   desc="train")
+        ema_loss = ema_psnr = None
+        try:
+            while self.step < cfg.train.iters:
+                t0 = time.perf_counter()
+                logs = self.train_step()
+                self.train_seconds += time.perf_counter() - t0
+                if "skipped" in logs:
+                    bar.write(f"step {self.step - 1}: non-finite loss or gradient, update skipped")
+                else:
+                    l, p = float(logs["loss"]), float(logs["psnr"])
+                    ema_loss = l if ema_loss is None else 0.9 * ema_loss + 0.1 * l
+                    ema_psnr = p if ema_psnr is None else 0.9 * ema_psnr + 0.1 * p
+                bar.update(1)
+                if self.step % cfg.train.log_every == 0 and ema_loss is not None:
+                    bar.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", n=len(self.gaussians))
+                    self.logger.scalars({"loss": ema_loss, "psnr": ema_psnr, "num_gaussians": len(self.gaussians),
+                                         "lr_means": self.optimizers["means"].param_groups[0]["lr"]}, self.step)
+                if cfg.train.image_log_every and self.step % cfg.train.image_log_every == 0:
+                    self.logger.images("train/gt_render", list(self._last_images), self.step)
+                if cfg.train.save_every and self.step % cfg.train.save_every == 0 and self.step < cfg.train.iters:
+                    self.save()
+        finally:
+            bar.close()
+        self.save()
+        self.logger.close()
