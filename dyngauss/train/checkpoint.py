@@ -110,7 +110,8 @@ def model_from_payload(payload: dict, device: str | torch.device = "cpu") -> tup
     try:
         g = Gaussians.empty_like_state(payload["gaussians"], payload["sh_degree"])
         g.load_state_dict(payload["gaussians"])
-        deform = build_deform(cfg.deform, num_frames=payload.get("num_frames"))
+        deform = build_deform(cfg.deform, num_frames=payload.get("num_frames"),
+                              frame_times=payload.get("train_times") or None)
         deform.load_state_dict(payload["deform"])
     except (KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint weights are incompatible: {e}") from None

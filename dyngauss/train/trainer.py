@@ -79,7 +79,8 @@ class Trainer:
         tr = self.scene.train
         self.gaussians = initial_gaussians(cfg.model.init, icfg, tr.cameras, tr.images, tr.alphas,
                                            seed=cfg.train.seed).to(self.device)
-        self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times)).to(self.device)
+        self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times),
+                                   frame_times=list(self.scene.train_times)).to(self.device)
         self._build_optim()
 
     def _build_optim(self) -> None:
