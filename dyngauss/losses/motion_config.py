@@ -1,0 +1,82 @@
+"""Weights and schedules of the motion losses (flow, cycle, rigidity, elastic, background, smoothness).
+
+Every weight 0 turns its loss off (the trainer should then skip computing it). Steps given to
+:func:`weight_at` are counted from the start of the deformation (after the static warm-up), so a decay
+schedule is not used up during the warm-up. Field types are the ones the YAML/CLI config loader supports
+(int, float, bool, str) so this can be a section of the run config (e.g. ``motion.flow_weight=0.5``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def weight_at(base: float, step: int, decay_steps: int, final_fraction: float = 0.0) -> float:
+    """Weight of a data-driven prior at `step` (NSFF / SC-GS style decay).
+
+    decay_steps <= 0: constant ``base``. Otherwise exponential decay by 10x every ``decay_steps`` steps,
+    ``base * 0.1 ** (step / decay_steps)``, never below ``base * final_fraction``. Negative steps count as 0.
+    """
+    if base == 0.0:
+        return 0.0
+    if decay_steps <= 0:
+        return float(base)
+    w = base * 0.1 ** (max(0, step) / float(decay_steps))
+    return float(max(w, base * final_fraction))
+
+
+@dataclass
+class MotionLossConfig:
+    """Motion-loss weights (0 = off) and their settings. Values are starting points, not tuned optima."""
+
+    # --- 2D optical-flow prior (DIS) vs rendered Gaussian flow (losses/flow.py, data/flow.py)
+    flow_weight: float = 0.0            # on: ~0.5 with normalize=True (error in units of the image size)
+    flow_decay_steps: int = 2000        # weight drops 10x every this many steps (0 = constant)
+    flow_final_fraction: float = 0.0    # floor of the decayed weight, fraction of flow_weight
+    flow_kind: str = "charbonnier"      # charbonnier | l1
+    flow_alpha_threshold: float = 0.5   # only pixels with rendered alpha above this
+    flow_every: int = 1                 # apply on every n-th step
+    flow_preset: str = "medium"         # DIS preset: ultrafast | fast | medium
+    flow_fb_tau: float = 1.0            # forward-backward check |f + b| < tau + rel (|f| + |b|), pixels
+    flow_fb_rel: float = 0.05
+    flow_max_angle_deg: float = 15.0    # pair selection: camera change at most this
+    flow_max_dt: float = 0.05           # pair selection: time difference at most this
+    flow_pairs_per_frame: int = 2
+
+    # --- cycle consistency (losses/cycle.py); needs a backward field for the canonical cycle
+    cycle_weight: float = 0.0
+    cycle_samples: int = 4096           # Gaussians sampled per step (0 = all)
+
+    # --- node graph ARAP, DynamicFusion E_reg (losses/rigidity.py arap_node_loss)
+    arap_weight: float = 0.0            # on: ~1.0 for node fields
+
+    # --- Dynamic3DGaussians regularisers between neighbouring Gaussians (losses/rigidity.py)
+    rigidity_weight: float = 0.0        # local rigidity (offsets rotate with the Gaussian)
+    rotation_weight: float = 0.0        # rotation similarity
+    isometry_weight: float = 0.0        # neighbour distances preserved from canonical
+    knn_k: int = 8
+    knn_every: int = 500                # recompute neighbours (canonical means) every n steps / after densify
+    rigidity_samples: int = 8192        # anchor Gaussians sampled per step (0 = all)
+    rigidity_dt: float = 0.05           # the second time is t +- this (0 = compare with canonical)
+
+    # --- Nerfies elastic regulariser (losses/elastic.py)
+    elastic_weight: float = 0.0         # on: ~1e-3 .. 1e-2
+    elastic_samples: int = 1024
+    elastic_c: float = 0.03             # Geman-McClure scale
+    elastic_every: int = 1
+
+    # --- static background (losses/background.py)
+    background_weight: float = 0.0
+
+    # --- temporal smoothness of trajectories (losses/smoothness.py)
+    smooth_weight: float = 0.0
+    smooth_dt: float = 0.02
+    smooth_samples: int = 4096
+
+    def any_enabled(self) -> bool:
+        return any(getattr(self, k) != 0.0 for k in
+                   ("flow_weight", "cycle_weight", "arap_weight", "rigidity_weight", "rotation_weight",
+                    "isometry_weight", "elastic_weight", "background_weight", "smooth_weight"))
+
+    def flow_weight_at(self, step: int) -> float:
+        """The scheduled flow weight at `step` (counted from the start of the deformation)."""
+        return weight_at(self.flow_weight, step, self.flow_decay_steps, self.flow_final_fraction)
