@@ -1,0 +1,442 @@
+"""Per-frame PLY sequences of a dynamic Gaussian model, plus the `sequence.json` manifest.
+
+A sequence folder (DESIGN.md) holds ``frame_0000.ply ...`` (one per time), ``sequence.json`` and, for a
+node-graph field, ``nodes_0000.ply ...`` (line sets: node positions + graph edges at that time).
+Row i of every frame is the same Gaussian, so the folder also carries 3D tracks:
+
+* ``format="gaussians"``: the 3DGS layout; row i = canonical Gaussian i (all of them).
+* ``format="points"``: x y z red green blue; the rows are the canonical Gaussians whose canonical opacity is at
+  least ``opacity_threshold``, the same subset in every frame; ``indices.npy`` maps row -> canonical index.
+
+The export is atomic at the folder level: everything is written into a hidden temporary folder next to
+``out_dir``, ``sequence.json`` last, and only then renamed into place. A complete earlier export at ``out_dir``
+is replaced only after the new one is complete; a failure leaves it untouched and removes the temporary folder.
+
+torch (and the deformation code) is imported inside the functions that pose Gaussians, so that the manifest
+helpers (:func:`load_manifest`, :func:`times_for`) stay usable from the torch-free viewer.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .ply import (dc_to_rgb, rgb_to_uint8, sh_degree_from_bases, write_gaussians_ply, write_line_set_ply,
+                  write_points_ply)
+
+MANIFEST = "sequence.json"
+FORMAT_VERSION = 1
+FORMATS = ("gaussians", "points")
+NODE_RGB = (230, 60, 40)
+
+
+class SequenceError(ValueError):
+    """A sequence folder is missing, incomplete or inconsistent, or an export request is invalid."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# times
+# ---------------------------------------------------------------------------------------------------------
+def times_for(frames: int | None = None, times: Sequence[float] | None = None,
+              train_times: Sequence[float] | None = None, default_frames: int = 30) -> list[float]:
+    """The times to export.
+
+    * ``times=[...]``: exactly those (each must lie in [0, 1]);
+    * ``frames=N``: N evenly spaced times from 0 to 1 inclusive (``[0.0]`` for N = 1);
+    * neither: the sorted distinct training times when given, else ``default_frames`` evenly spaced times.
+    """
+    if frames is not None and times is not None:
+        raise ValueError("give frames or times, not both")
+    if times is not None:
+        out = [float(t) for t in times]
+        if not out:
+            raise ValueError("times is empty")
+        bad = [t for t in out if not (math.isfinite(t) and -1e-6 <= t <= 1 + 1e-6)]
+        if bad:
+            raise ValueError(f"times must lie in [0, 1]; got {bad[:5]}")
+        return [min(1.0, max(0.0, t)) for t in out]
+    if frames is not None:
+        frames = int(frames)
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        return [0.0] if frames == 1 else [float(t) for t in np.linspace(0.0, 1.0, frames)]
+    if train_times:
+        return sorted({float(t) for t in train_times})
+    return times_for(frames=default_frames)
+
+
+def frame_index_for(t: float, train_times: Sequence[float] | None, tol: float = 1e-6) -> int | None:
+    """Index of `t` in `train_times` (the frame index per-frame latent codes use), or None if t is not a
+    training time."""
+    if not train_times:
+        return None
+    tt = np.asarray(train_times, dtype=np.float64)
+    i = int(np.argmin(np.abs(tt - t)))
+    return i if abs(tt[i] - t) <= tol else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# manifest helpers
+# ---------------------------------------------------------------------------------------------------------
+def load_manifest(seq_dir: str | os.PathLike, check_files: bool = True) -> dict:
+    """Read and validate ``sequence.json`` (raises SequenceError with a clear message)."""
+    seq_dir = Path(seq_dir)
+    mpath = seq_dir / MANIFEST
+    if not seq_dir.is_dir():
+        raise SequenceError(f"{seq_dir}: no such sequence folder")
+    if not mpath.is_file():
+        raise SequenceError(f"{seq_dir}: no {MANIFEST} (not a sequence folder, or an incomplete export)")
+    try:
+        m = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SequenceError(f"{mpath}: unreadable manifest: {e}") from None
+    for key in ("times", "fps", "count", "frames", "format"):
+        if key not in m:
+            raise SequenceError(f"{mpath}: manifest lacks {key!r}")
+    if len(m["frames"]) != m["count"] or len(m["times"]) != m["count"]:
+        raise SequenceError(f"{mpath}: count={m['count']} but {len(m['frames'])} frames / {len(m['times'])} times")
+    if check_files:
+        missing = [f for f in list(m["frames"]) + list(m.get("nodes") or []) if not (seq_dir / f).is_file()]
+        if missing:
+            raise SequenceError(f"{seq_dir}: incomplete sequence, missing {missing[:3]}"
+                                f"{' ...' if len(missing) > 3 else ''}")
+    return m
+
+
+def is_complete_sequence(seq_dir: str | os.PathLike) -> bool:
+    try:
+        load_manifest(seq_dir)
+        return True
+    except SequenceError:
+        return False
+
+
+def _looks_like_export(d: Path) -> bool:
+    """True if `d` is empty or holds only files an export writes (so replacing it loses nothing else)."""
+    for p in d.iterdir():
+        n = p.name
+        if p.is_dir() or not (n == MANIFEST or n == "indices.npy"
+                              or (n.endswith(".ply") and (n.startswith("frame_") or n.startswith("nodes_")))):
+            return False
+    return True
+
+
+def _install_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished temporary folder to out_dir, replacing an earlier export there."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        os.rename(tmp, out_dir)
+        return
+    if not out_dir.is_dir():
+        raise SequenceError(f"{out_dir} exists and is not a folder; not replacing it")
+    if not _looks_like_export(out_dir):
+        raise SequenceError(f"{out_dir} exists and holds files other than a sequence export; "
+                            f"not replacing it (choose another --out or empty it)")
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    old.rmdir()
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# node graph (duck-typed: dyngauss.deform.nodes is optional)
+# ---------------------------------------------------------------------------------------------------------
+def field_has_node_graph(deform) -> bool:
+    return deform is not None and callable(getattr(deform, "node_motion", None)) \
+        and callable(getattr(deform, "node_graph", None))
+
+
+def _edges_from(conn, m: int, is_knn: bool) -> np.ndarray:
+    c = np.asarray(conn.detach().cpu().numpy() if hasattr(conn, "detach") else conn).astype(np.int64)
+    if c.size == 0:
+        return np.zeros((0, 2), np.int64)
+    if is_knn:  # [M,K] neighbour table -> undirected edges
+        i = np.repeat(np.arange(c.shape[0]), c.shape[1])
+        c = np.stack([i, c.reshape(-1)], 1)
+    c = c[(c[:, 0] != c[:, 1]) & (c >= 0).all(1) & (c < m).all(1)]
+    c = np.sort(c, 1)
+    return np.unique(c, axis=0)
+
+
+_NODE_POS_ATTRS = ("node_pos", "node_positions", "nodes_pos", "node_means", "node_centers")
+
+
+def _canonical_nodes(deform):
+    """(canonical node positions [M,3] float tensor, edges [E,2] int64 numpy) of a node-graph field.
+
+    ``deform.node_graph()`` may return (in the order tried): a dict with positions under
+    'positions'/'nodes'/'means'/'centers' and connectivity under 'edges' ([E,2]) or 'knn'/'neighbors' ([M,K]);
+    or a tuple whose members are recognised by shape/dtype: float [M,3] = positions, integer [E,2] = edges,
+    integer [M,K] (K != 2) = neighbour table, 1-D = edge weights (ignored). Positions not in the graph come
+    from the attribute ``node_pos`` (dyngauss.deform.nodes) or a similarly named one.
+    """
+    import torch
+
+    g = deform.node_graph()
+    pos, conn, is_knn = None, None, False
+    if isinstance(g, dict):
+        for k in ("positions", "nodes", "means", "centers", "node_positions", "node_pos"):
+            if g.get(k) is not None:
+                pos = g[k]
+                break
+        if g.get("edges") is not None:
+            conn = g["edges"]
+        else:
+            for k in ("knn", "neighbors", "neighbours", "node_knn"):
+                if g.get(k) is not None:
+                    conn, is_knn = g[k], True
+                    break
+    else:
+        items = list(g) if isinstance(g, (tuple, list)) else [g]
+        for it in items:
+            if it is None:
+                continue
+            it = torch.as_tensor(it)
+            if it.dim() != 2:
+                continue
+            if it.is_floating_point() and it.shape[1] == 3 and pos is None:
+                pos = it
+            elif not it.is_floating_point() and conn is None:
+                conn, is_knn = it, it.shape[1] != 2
+    if pos is None:
+        for name in _NODE_POS_ATTRS:
+            if getattr(deform, name, None) is not None:
+                pos = getattr(deform, name)
+                break
+    if pos is None:
+        raise SequenceError("cannot find the node positions of the deformation field (node_graph() has none and "
+                            f"the field has none of the attributes {_NODE_POS_ATTRS})")
+    pos = torch.as_tensor(pos).detach().float()
+    if pos.dim() != 2 or pos.shape[1] != 3:
+        raise SequenceError(f"node positions must be [M,3], got {list(pos.shape)}")
+    edges = np.zeros((0, 2), np.int64) if conn is None else _edges_from(conn, pos.shape[0], is_knn)
+    return pos, edges
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _posed_nodes(deform, canon, t: float, frame: int | None) -> np.ndarray:
+    """Node positions at time t from ``deform.node_motion(t[, frame])``, which may return a Motion, a tuple
+    (rot [M,4] wxyz, trans [M,3]) with x' = R x + T, or the posed positions [M,3]."""
+    import torch
+
+    from ..geometry.quaternion import quat_normalize, quat_rotate
+
+    mo = deform.node_motion(t, frame=frame) if _accepts(deform.node_motion, "frame") else deform.node_motion(t)
+    rot = trans = None
+    if hasattr(mo, "rot") and hasattr(mo, "trans"):
+        rot, trans = mo.rot, mo.trans
+    elif isinstance(mo, (tuple, list)) and len(mo) >= 2 and tuple(torch.as_tensor(mo[0]).shape[-1:]) == (4,):
+        rot, trans = mo[0], mo[1]
+    if rot is not None:
+        rot = quat_normalize(torch.as_tensor(rot).detach().float())
+        p = quat_rotate(rot, canon.to(rot.device)) + torch.as_tensor(trans).detach().float().to(rot.device)
+    else:
+        p = torch.as_tensor(mo).detach().float()
+    if tuple(p.shape) != tuple(canon.shape):
+        raise SequenceError(f"node_motion gave {list(p.shape)} for {list(canon.shape)} nodes")
+    return p.cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------------------
+def _bbox(lo: np.ndarray, hi: np.ndarray) -> dict:
+    return {"min": [float(v) for v in lo], "max": [float(v) for v in hi]}
+
+
+def _default_source(source) -> str | None:
+    return None if source is None else str(source)
+
+
+def posed_gaussians(gaussians, deform, t: float, frame: int | None = None):
+    """(means, unit quats, log_scales) tensors of the canonical Gaussians posed at time t (no grad)."""
+    import torch
+
+    from ..deform.base import apply_motion
+    from ..geometry.quaternion import quat_normalize
+
+    with torch.no_grad():
+        return _posed(gaussians, deform, t, frame, apply_motion, quat_normalize)
+
+
+def _posed(gaussians, deform, t, frame, apply_motion, quat_normalize):
+    means, quats, log_scales = gaussians.means.detach(), gaussians.quats.detach(), gaussians.log_scales.detach()
+    if deform is None:
+        return means, quat_normalize(quats), log_scales
+    motion = deform(means, float(t), frame=frame)
+    pm, pq, ps = apply_motion(means, quats, log_scales, motion)
+    return pm, quat_normalize(pq), ps
+
+
+def export_sequence(gaussians, deform, times: Sequence[float], out_dir: str | os.PathLike, fmt: str = "gaussians",
+                    fps: float = 30.0, opacity_threshold: float = 0.05, source: str | os.PathLike | None = None,
+                    node_graph: bool | None = None, train_times: Sequence[float] | None = None,
+                    extra: dict[str, Any] | None = None, progress=None) -> Path:
+    """Pose the canonical Gaussians at each time and write a sequence folder. Returns the folder (read the
+    manifest back with :func:`load_manifest`).
+
+    Args:
+        gaussians: a :class:`dyngauss.gaussians.Gaussians` (means, quats, log_scales, opacity_logits, sh).
+        deform: a DeformField (``forward(means, t, frame=None) -> Motion``) or None for a static scene.
+        times: times in [0, 1] (see :func:`times_for`).
+        fmt: "gaussians" (3DGS PLY, every Gaussian) or "points" (coloured points, the Gaussians whose canonical
+            opacity >= opacity_threshold; colour from SH degree 0).
+        fps: playback rate stored in the manifest.
+        source: the checkpoint the model came from (recorded in the manifest).
+        node_graph: write ``nodes_XXXX.ply`` line sets: None = when the field has node_motion/node_graph,
+            True = required (error otherwise), False = never.
+        train_times: the training times; a time equal to train_times[i] is posed with frame=i (per-frame
+            latent codes), other times with frame=None.
+        extra: more keys for the manifest.
+        progress: optional callable(i, count).
+    """
+    import torch
+
+    with torch.no_grad():
+        return _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, source, node_graph,
+                       train_times, extra, progress)
+
+
+def _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, train_times,
+            extra, progress) -> Path:
+    import torch
+
+    if fmt not in FORMATS:
+        raise SequenceError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    times = times_for(times=times)
+    fps = float(fps)
+    if not (math.isfinite(fps) and fps > 0):
+        raise SequenceError(f"fps must be positive, got {fps}")
+    want_nodes = field_has_node_graph(deform) if node_graph is None else bool(node_graph)
+    if want_nodes and not field_has_node_graph(deform):
+        raise SequenceError("node_graph=True but the deformation field has no node_motion()/node_graph()")
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and (not out_dir.is_dir() or not _looks_like_export(out_dir)):
+        raise SequenceError(f"{out_dir} exists and holds files other than a sequence export; not replacing it")
+
+    n_total = len(gaussians)
+    sh = gaussians.sh.detach()
+    k = sh.shape[1]
+    sh_degree = sh_degree_from_bases(k)
+    opac_logits = gaussians.opacity_logits.detach()
+    if fmt == "points":
+        keep = torch.sigmoid(opac_logits) >= float(opacity_threshold)
+        idx = torch.nonzero(keep).reshape(-1).cpu().numpy().astype(np.int64)
+        rgb = rgb_to_uint8(dc_to_rgb(sh[torch.from_numpy(idx).to(sh.device), 0, :].cpu().numpy()))
+        rows = len(idx)
+    else:
+        idx = None
+        sh_np, opac_np = sh.cpu().numpy(), opac_logits.cpu().numpy()
+        rows = n_total
+    visible = (torch.sigmoid(opac_logits) >= float(opacity_threshold)).cpu().numpy()
+
+    digits = max(4, len(str(len(times) - 1)))
+    frame_names = [f"frame_{i:0{digits}d}.ply" for i in range(len(times))]
+    node_names = [f"nodes_{i:0{digits}d}.ply" for i in range(len(times))] if want_nodes else None
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    rlo, rhi = np.full(3, np.inf), np.full(3, -np.inf)
+    comment = f"dyngauss sequence frame; source {source}" if source else "dyngauss sequence frame"
+
+    was_training = [(m, m.training) for m in (deform,) if isinstance(m, torch.nn.Module)]
+    for m, _ in was_training:
+        m.eval()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        canon_nodes, node_edges = _canonical_nodes(deform) if want_nodes else (None, None)
+        if want_nodes and node_graph is None and canon_nodes.shape[0] == 0:
+            want_nodes, node_names = False, None  # field not initialised yet: nothing to show
+        for i, t in enumerate(times):
+            frame = frame_index_for(t, train_times)
+            pm, pq, ps = posed_gaussians(gaussians, deform, t, frame)
+            pm_np = pm.detach().float().cpu().numpy()
+            if not np.isfinite(pm_np).all():
+                raise SequenceError(f"non-finite positions at t={t}")
+            if fmt == "points":
+                xyz = pm_np[idx]
+                write_points_ply(tmp / frame_names[i], xyz, rgb, comments=[comment, f"time {t!r}"], fsync=False)
+                vis_xyz = xyz
+            else:
+                write_gaussians_ply(tmp / frame_names[i], pm_np, pq.cpu().numpy(), ps.cpu().numpy(), opac_np, sh_np,
+                                    comments=[comment, f"time {t!r}"], fsync=False)
+                vis_xyz = pm_np[visible]
+                xyz = pm_np
+            if len(xyz):
+                lo, hi = np.minimum(lo, xyz.min(0)), np.maximum(hi, xyz.max(0))
+            if len(vis_xyz):
+                q = np.quantile(vis_xyz, [0.005, 0.995], axis=0) if len(vis_xyz) > 200 else \
+                    np.stack([vis_xyz.min(0), vis_xyz.max(0)])
+                rlo, rhi = np.minimum(rlo, q[0]), np.maximum(rhi, q[1])
+            if want_nodes:
+                p = _posed_nodes(deform, canon_nodes, t, frame)
+                write_line_set_ply(tmp / node_names[i], p, node_edges, vertex_rgb=NODE_RGB, edge_rgb=NODE_RGB,
+                                   comments=[f"dyngauss node graph; time {t!r}"], fsync=False)
+            if progress is not None:
+                progress(i + 1, len(times))
+        if fmt == "points":
+            np.save(tmp / "indices.npy", idx)
+        if not np.isfinite(lo).all():  # no rows at all
+            lo, hi = np.zeros(3), np.zeros(3)
+        if not np.isfinite(rlo).all():
+            rlo, rhi = lo, hi
+        manifest = {
+            "version": FORMAT_VERSION,
+            "format": fmt,
+            "count": len(times),
+            "fps": fps,
+            "times": [float(t) for t in times],
+            "frames": frame_names,
+            "sh_degree": sh_degree if fmt == "gaussians" else 0,
+            "model_sh_degree": int(getattr(gaussians, "max_sh_degree", sh_degree)),
+            "num_gaussians": rows,
+            "num_canonical": n_total,
+            "source": _default_source(source),
+            "bbox": _bbox(lo, hi),
+            "bbox_robust": _bbox(rlo, rhi),
+            "deform": getattr(deform, "kind", None) if deform is not None else "none",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "generator": "dyngauss.export.sequence",
+        }
+        if fmt == "points":
+            manifest["opacity_threshold"] = float(opacity_threshold)
+            manifest["indices"] = "indices.npy"
+        if want_nodes:
+            manifest["nodes"] = node_names
+            manifest["num_nodes"] = int(canon_nodes.shape[0])
+            manifest["num_node_edges"] = int(len(node_edges))
+        if extra:
+            manifest.update(extra)
+        # manifest last: a folder without it is never mistaken for a complete export
+        data = (json.dumps(manifest, indent=1) + "\n").encode()
+        with open(tmp / MANIFEST, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o755)
+        _install_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for m, mode in was_training:
+            m.train(mode)
+    return out_dir
