@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .deform.factory import DeformConfig
+from .losses.motion_config import MotionLossConfig
 
 
 class ConfigError(ValueError):
@@ -130,6 +131,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    motion: MotionLossConfig = field(default_factory=MotionLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

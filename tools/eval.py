@@ -31,12 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = model.cfg
         split = load_dnerf(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
         metrics = evaluate_run(model, split, run_dir, args.split, backend=args.backend or cfg.render.backend,
-                               save_renders=not args.no_renders, lpips=cfg.eval.lpips)
+                               save_renders=not args.no_renders, lpips=cfg.eval.lpips, data_path=data)
     except (DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  LPIPS {metrics['lpips']}  "
           f"FPS {metrics['fps']:.1f}  Gaussians {metrics['num_gaussians']}  -> {run_dir / 'metrics.json'}")
+    if metrics.get("track_epe") is not None or metrics.get("flow_epe_px") is not None:
+        print(f"motion: flow EPE {metrics.get('flow_epe_px')} px  track EPE {metrics.get('track_epe')} "
+              f"({metrics.get('track_epe_rel')} of the extent)")
     return 0
 
 

@@ -63,12 +63,20 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
 
 
 def evaluate_run(model: LoadedModel, scene_split, run_dir: Path, split_name: str = "test", backend: str = "auto",
-                 save_renders: bool = True, lpips: bool = True) -> dict:
-    """Evaluate and write metrics.json with psnr, ssim, lpips, fps, num_gaussians, train_seconds, ..."""
+                 save_renders: bool = True, lpips: bool = True, data_path: str | Path | None = None,
+                 motion: bool = True) -> dict:
+    """Evaluate and write metrics.json with psnr, ssim, lpips, fps, num_gaussians, train_seconds, and, when the
+    dataset has ground truth (video/ flow, gt_tracks.npz), flow_epe_px, track_epe, track_epe_rel."""
     m = evaluate_split(model, scene_split, run_dir, split_name, backend, save_renders, lpips)
     metrics = {"split": split_name, "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"], "fps": m["fps"],
                "num_gaussians": len(model.gaussians), "train_seconds": model.extra.get("train_seconds"),
                "steps": model.step, "deform_kind": model.cfg.deform.kind, "num_eval_frames": m["num_frames"],
                "psnr_per_frame": m["psnr_per_frame"]}
+    if motion:
+        from .motion import evaluate_motion
+
+        path = Path(data_path) if data_path else Path(model.extra.get("dataset") or "")
+        if str(path) and path.is_dir():
+            metrics.update(evaluate_motion(model, path, backend, plots_dir=Path(run_dir) / "plots"))
     write_metrics(run_dir, metrics)
     return metrics

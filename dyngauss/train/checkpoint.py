@@ -35,7 +35,7 @@ def _all_finite(state: Any) -> bool:
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Atomically write `payload` to `path`; refuses (CheckpointError) to write non-finite model weights."""
     path = Path(path)
-    for key in ("gaussians", "deform"):
+    for key in ("gaussians", "deform", "backward"):
         if key in payload and not _all_finite(payload[key]):
             raise CheckpointError(f"refusing to write {path}: non-finite values in {key}")
     path.parent.mkdir(parents=True, exist_ok=True)

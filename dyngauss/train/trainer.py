@@ -15,14 +15,18 @@ import numpy as np
 import torch
 
 from ..config import Config, config_to_dict, save_config
-from ..deform.factory import build_deform
+from dataclasses import replace
+
+from ..deform.factory import build_backward, build_deform
 from ..gaussians import GaussianInitConfig, Gaussians
 from ..losses.photometric import photometric_loss, psnr
 from ..render.api import resolve_backend
-from ..render.scene import render_gaussians
+from ..render.api import rasterize
+from ..render.scene import posed_gaussians
 from .checkpoint import CKPT_VERSION, CheckpointError, find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
 from .init import initial_gaussians
 from .logging import Logger
+from .motion_terms import MotionTerms
 from .optim import build_deform_optimizer, build_gaussian_optimizers, decay_gamma
 from .scene import SceneData, load_scene
 
@@ -81,7 +85,17 @@ class Trainer:
                                            seed=cfg.train.seed).to(self.device)
         self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times),
                                    frame_times=list(self.scene.train_times)).to(self.device)
+        self.backward = self._make_backward()
         self._build_optim()
+
+    def _make_backward(self):
+        """The inverse (posed -> canonical) field, when asked for or needed by the cycle loss."""
+        cfg = self.cfg
+        if not (cfg.deform.backward or cfg.motion.cycle_weight > 0) or cfg.deform.kind == "none":
+            return None
+        times = list(self.scene.train_times)
+        return build_backward(replace(cfg.deform, backward=True), num_frames=len(times),
+                              frame_times=times).to(self.device)
 
     def _build_optim(self) -> None:
         cfg = self.cfg
@@ -89,6 +103,7 @@ class Trainer:
         self.optimizers = build_gaussian_optimizers(self.gaussians, cfg.optim, scale)
         self.means_gamma = decay_gamma(cfg.optim.means_lr, cfg.optim.means_lr_final, cfg.train.iters)
         self.deform_optimizer = build_deform_optimizer(self.deform, cfg.deform.lr)
+        self.backward_optimizer = build_deform_optimizer(self.backward, cfg.deform.lr) if self.backward else None
         lr_final = getattr(cfg.deform, "lr_final", cfg.deform.lr)
         self.deform_gamma = decay_gamma(cfg.deform.lr, lr_final, max(1, cfg.train.iters - cfg.train.warmup_iters))
         self.strategy = _make_strategy(cfg, scale) if cfg.densify.enabled else None
@@ -96,15 +111,22 @@ class Trainer:
         if self.strategy:
             self.strategy.check_sanity(self.gaussians.params, self.optimizers)
         self._grow_grad2d = cfg.densify.grow_grad2d
+        self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache") if cfg.motion.any_enabled() \
+            else None
 
     def _resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
         self.gaussians, self.deform, _ = model_from_payload(payload, self.device)
+        self.backward = self._make_backward()
+        if self.backward is not None and payload.get("backward"):
+            self.backward.load_state_dict(payload["backward"])
         self._build_optim()
         for name, opt in self.optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
         if self.deform_optimizer is not None and payload.get("deform_optimizer"):
             self.deform_optimizer.load_state_dict(payload["deform_optimizer"])
+        if self.backward_optimizer is not None and payload.get("backward_optimizer"):
+            self.backward_optimizer.load_state_dict(payload["backward_optimizer"])
         self.strategy_state = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
                                for k, v in payload.get("strategy_state", {}).items()} or self.strategy_state
         self.step = int(payload["step"])
@@ -124,6 +146,8 @@ class Trainer:
             "deform": {k: v.detach().cpu() for k, v in self.deform.state_dict().items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "deform_optimizer": self.deform_optimizer.state_dict() if self.deform_optimizer else None,
+            "backward": {k: v.detach().cpu() for k, v in self.backward.state_dict().items()} if self.backward else None,
+            "backward_optimizer": self.backward_optimizer.state_dict() if self.backward_optimizer else None,
             "strategy_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                                for k, v in self.strategy_state.items()},
             "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
@@ -155,19 +179,32 @@ class Trainer:
             bg = torch.rand(3, device=self.device)
             a = self.alphas[idx]
             gt = gt - (1 - a) * self.background + (1 - a) * bg  # re-composite onto the new background
-        deform = self.deform if self.deform_active(step) else None
-        out, _ = render_gaussians(self.gaussians, deform, cam, t, frame=self.scene.frame_index(t),
-                                  sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval),
-                                  background=bg, backend=self.backend, near=cfg.render.near, far=cfg.render.far,
-                                  eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
+        active = self.deform_active(step)
+        deform = self.deform if active else None
+        frame = self.scene.frame_index(t)
+        means, quats, log_scales, motion = posed_gaussians(self.gaussians, deform, t, frame)
+        prior = self.terms.pick_prior(idx, self.rng) if (self.terms is not None and active) else None
+        features = self.terms.flow_target(prior, self.gaussians, deform, means) if prior is not None else None
+        out = rasterize(means, quats, torch.exp(log_scales), self.gaussians.opacities, self.gaussians.sh, cam,
+                        sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval), background=bg,
+                        features=features, backend=self.backend, near=cfg.render.near, far=cfg.render.far,
+                        eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
         img = out.rgb[0]
         loss = photometric_loss(img, gt, cfg.loss.l1_weight, cfg.loss.ssim_weight)
         logs = {"loss": loss.detach(), "psnr": psnr(img.detach(), gt)}
+        if self.terms is not None and active:
+            s = step - cfg.train.warmup_iters
+            self.terms.refresh_neighbors(self.gaussians.means, s)
+            terms = self.terms.losses(s, self.gaussians, self.deform, self.backward, t, frame, motion, means, out, prior)
+            for k, v in terms.items():
+                loss = loss + v
+                logs[k] = v.detach()
         self._last_images = (gt, img)
         return loss, out.info, logs
 
     def _grads_finite(self) -> bool:
-        for p in list(self.gaussians.parameters()) + list(self.deform.parameters()):
+        extra = list(self.backward.parameters()) if self.backward is not None else []
+        for p in list(self.gaussians.parameters()) + list(self.deform.parameters()) + extra:
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 return False
         return True
@@ -175,8 +212,9 @@ class Trainer:
     def _zero_grad(self) -> None:
         for o in self.optimizers.values():
             o.zero_grad(set_to_none=True)
-        if self.deform_optimizer is not None:
-            self.deform_optimizer.zero_grad(set_to_none=True)
+        for o in (self.deform_optimizer, self.backward_optimizer):
+            if o is not None:
+                o.zero_grad(set_to_none=True)
 
     def train_step(self) -> dict:
         """One optimisation step (self.step -> self.step + 1). Non-finite loss/gradients skip the update."""
@@ -207,8 +245,10 @@ class Trainer:
         self._nan_streak = 0
         for o in self.optimizers.values():
             o.step()
-        if self.deform_optimizer is not None and self.deform_active(step):
-            self.deform_optimizer.step()
+        if self.deform_active(step):
+            for o in (self.deform_optimizer, self.backward_optimizer):
+                if o is not None:
+                    o.step()
         self._zero_grad()
         self._decay_lrs(step)
         if self.strategy:
@@ -223,9 +263,10 @@ class Trainer:
     def _decay_lrs(self, step: int) -> None:
         for group in self.optimizers["means"].param_groups:
             group["lr"] *= self.means_gamma
-        if self.deform_optimizer is not None and self.deform_active(step):
-            for group in self.deform_optimizer.param_groups:
-                group["lr"] *= self.deform_gamma
+        if self.deform_active(step):
+            for o in (self.deform_optimizer, self.backward_optimizer):
+                for group in (o.param_groups if o is not None else []):
+                    group["lr"] *= self.deform_gamma
 
     def _densify(self, step: int, info: dict) -> None:
         n0 = len(self.gaussians)
@@ -235,6 +276,8 @@ class Trainer:
                                          packed=False)
         if len(self.gaussians) != n0 or (step + 1) % self.cfg.densify.refine_every == 0:
             self.deform.on_gaussians_changed(self.gaussians.means.detach())
+            if self.terms is not None:
+                self.terms.refresh_neighbors(self.gaussians.means, step, force=True)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def train(self) -> None:

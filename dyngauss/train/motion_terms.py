@@ -1,0 +1,149 @@
+"""The motion losses of one training step, wired to the trainer's state (priors, neighbours, static flags).
+
+Each term is a pure function in losses/; this class only prepares their inputs (DIS flow priors once,
+canonical neighbours after densification, static flags from masks) and adds the weighted terms.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..deform.base import Motion
+from ..geometry.quaternion import quat_normalize
+from ..losses.motion_config import MotionLossConfig
+
+
+class MotionTerms:
+    """Motion losses for the trainer. Call `flow_target` before rendering (it adds flow feature channels),
+    then `losses` after rendering."""
+
+    def __init__(self, cfg: MotionLossConfig, scene, cache_dir: Path, log=print):
+        self.cfg = cfg
+        self.scene = scene
+        self.priors_by_src: dict[int, list] = {}
+        self.nbr_idx = self.nbr_w = None
+        self._nbr_step = -10 ** 9
+        self.static = None
+        if cfg.flow_weight > 0:
+            self._setup_flow(cache_dir, log)
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _setup_flow(self, cache_dir: Path, log) -> None:
+        from ..data.flow import FlowParams, FlowPriorCache, select_flow_pairs
+
+        c, tr = self.cfg, self.scene.train
+        pairs = select_flow_pairs(tr.cameras, [float(cm.time) for cm in tr.cameras], c.flow_max_angle_deg,
+                                  c.flow_max_dt, c.flow_pairs_per_frame)
+        params = FlowParams(preset=c.flow_preset, fb_tau=c.flow_fb_tau, fb_rel=c.flow_fb_rel)
+        cache = FlowPriorCache(cache_dir, self.scene.path, params)
+        priors = cache.priors(tr.images, pairs, masks=tr.alphas, names=[cm.name for cm in tr.cameras]) if pairs else []
+        for p in priors:
+            self.priors_by_src.setdefault(p.src, []).append(p)
+        log(f"flow priors: {len(pairs)} pairs ({cache.hits} cached, {cache.misses} computed) in {cache_dir}")
+
+    @property
+    def flow_frames(self) -> list[int]:
+        return sorted(self.priors_by_src)
+
+    def refresh_neighbors(self, means: torch.Tensor, step: int, force: bool = False) -> None:
+        """Canonical K nearest neighbours for the Dynamic3DGaussians terms (after densification too)."""
+        c = self.cfg
+        if not (c.rigidity_weight or c.rotation_weight or c.isometry_weight):
+            return
+        if force or self.nbr_idx is None or self.nbr_idx.shape[0] != means.shape[0] or \
+                step - self._nbr_step >= c.knn_every:
+            from ..losses.rigidity import knn_neighbors
+
+            self.nbr_idx, self.nbr_w = knn_neighbors(means.detach(), c.knn_k)
+            self._nbr_step = step
+
+    # ---- per step ----------------------------------------------------------------------------
+    def pick_prior(self, idx: int, rng: np.random.Generator):
+        lst = self.priors_by_src.get(idx)
+        return None if not lst else lst[int(rng.integers(len(lst)))]
+
+    def flow_target(self, prior, gaussians, deform, posed_means_src: torch.Tensor) -> torch.Tensor:
+        """Per-Gaussian screen displacement src -> dst [N,2] (rendered as feature channels)."""
+        from ..render.flow import gaussian_flow_2d
+        from ..render.scene import posed_gaussians
+
+        cams = self.scene.train.cameras
+        dst = cams[prior.dst]
+        t_dst = float(dst.time)
+        m_dst = posed_gaussians(gaussians, deform, t_dst, self.scene.frame_index(t_dst))[0]
+        return gaussian_flow_2d(posed_means_src, cams[prior.src], m_dst, dst)
+
+    def _anchors(self, n: int, k: int, device) -> torch.Tensor | None:
+        return None if k <= 0 or k >= n else torch.randint(0, n, (k,), device=device)
+
+    def losses(self, s: int, gaussians, deform, backward, t: float, frame: int | None, motion: Motion,
+               posed_means: torch.Tensor, out, prior) -> dict[str, torch.Tensor]:
+        """Weighted motion losses at deformation step s (steps since the warm-up ended)."""
+        c, terms = self.cfg, {}
+        means = gaussians.means
+        n, dev = means.shape[0], means.device
+        if prior is not None and out.features is not None:
+            from ..losses.flow import flow_loss
+            from ..render.flow import normalize_flow
+
+            w = c.flow_weight_at(s)
+            if w > 0:
+                flow = normalize_flow(out.features[0], out.alpha[0])
+                terms["flow"] = w * flow_loss(flow, prior.flow.to(dev), prior.valid.to(dev), out.alpha[0],
+                                              c.flow_alpha_threshold, c.flow_kind)
+        if c.cycle_weight and backward is not None:
+            from ..losses.cycle import canonical_cycle_loss
+
+            a = self._anchors(n, c.cycle_samples, dev)
+            sel = slice(None) if a is None else a
+            terms["cycle"] = c.cycle_weight * canonical_cycle_loss(backward, means[sel], posed_means[sel], t, frame)
+        if c.arap_weight and hasattr(deform, "node_graph") and getattr(deform, "initialized", False):
+            from ..losses.rigidity import arap_node_loss
+
+            nm = deform.node_motion(t, frame)
+            g = deform.node_graph()
+            terms["arap"] = c.arap_weight * arap_node_loss(deform.node_pos, nm.rot, nm.trans, g.edges, g.weights)
+        if (c.rigidity_weight or c.rotation_weight or c.isometry_weight) and self.nbr_idx is not None \
+                and self.nbr_idx.shape[0] == n:
+            from ..losses import rigidity as R
+
+            a = self._anchors(n, c.rigidity_samples, dev)
+            if c.rigidity_dt > 0:  # compare poses at t and a nearby time (Dynamic3DGaussians)
+                t2 = min(1.0, t + c.rigidity_dt) if t + c.rigidity_dt <= 1.0 else t - c.rigidity_dt
+                m2 = deform(means, t2, None)
+                from ..deform.base import apply_motion
+
+                means_b, _, _ = apply_motion(means, gaussians.quats, gaussians.log_scales, m2)
+                rot_a, rot_b, means_a = quat_normalize(motion.rot), quat_normalize(m2.rot), posed_means
+            else:
+                rot_a = torch.zeros_like(motion.rot)
+                rot_a[:, 0] = 1
+                means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
+            if c.rigidity_weight:
+                terms["rigidity"] = c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b,
+                                                                              self.nbr_idx, self.nbr_w, a)
+            if c.rotation_weight:
+                terms["rotation"] = c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, self.nbr_idx,
+                                                                                   self.nbr_w, a)
+            if c.isometry_weight:
+                terms["isometry"] = c.isometry_weight * R.isometry_loss(means, posed_means, self.nbr_idx,
+                                                                        self.nbr_w, a)
+        if c.elastic_weight and s % max(1, c.elastic_every) == 0:
+            from ..losses.elastic import elastic_loss
+
+            a = self._anchors(n, c.elastic_samples, dev)
+            pts = (means if a is None else means[a]).detach()
+            terms["elastic"] = c.elastic_weight * elastic_loss(deform, pts, t, frame, c=c.elastic_c)
+        if c.smooth_weight:
+            from ..losses.smoothness import acceleration_loss, field_trajectory_points
+
+            a = self._anchors(n, c.smooth_samples, dev)
+            pts = means if a is None else means[a]
+            terms["smooth"] = c.smooth_weight * acceleration_loss(*field_trajectory_points(deform, pts, t, c.smooth_dt))
+        if c.background_weight and self.static is not None and self.static.shape[0] == n:
+            from ..losses.background import background_loss
+
+            terms["background"] = c.background_weight * background_loss(means, posed_means, self.static)
+        return terms
