@@ -59,3 +59,48 @@ def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
     q = qs[torch.arange(m.shape[0]), idx]
     q = torch.where(q[:, :1] < 0, -q, q)
     return quat_normalize(q).reshape(R.shape[:-2] + (4,))
+
+
+def quat_identity(shape: tuple[int, ...] = (), device=None, dtype=torch.float32) -> torch.Tensor:
+    """Identity quaternions [*shape, 4]."""
+    q = torch.zeros(*shape, 4, device=device, dtype=dtype)
+    q[..., 0] = 1.0
+    return q
+
+
+def quat_standardize(q: torch.Tensor) -> torch.Tensor:
+    """The representative with w >= 0 (q and -q are the same rotation)."""
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def quat_inverse(q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Inverse of any non-zero quaternion (conjugate / |q|^2)."""
+    return quat_conjugate(q) / (q * q).sum(-1, keepdim=True).clamp_min(eps)
+
+
+def quat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """4D inner product [...]."""
+    return (a * b).sum(-1)
+
+
+def quat_angle_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rotation angle in [0, pi] of a^-1 b for unit quaternions (sign-invariant)."""
+    d = quat_dot(quat_normalize(a), quat_normalize(b)).abs().clamp(max=1.0)
+    return 2.0 * torch.acos(d)
+
+
+def quat_slerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation from unit a (w=0) to unit b (w=1) along the shorter arc."""
+    w = torch.as_tensor(w, dtype=a.dtype, device=a.device)
+    if w.dim() < a.dim():
+        w = w.unsqueeze(-1)
+    d = quat_dot(a, b).unsqueeze(-1)
+    b = torch.where(d < 0, -b, b)
+    d = d.abs().clamp(max=1.0)
+    theta = torch.acos(d)
+    s = torch.sin(theta)
+    near = s < 1e-6
+    s_safe = torch.where(near, torch.ones_like(s), s)
+    wa = torch.where(near, 1 - w, torch.sin((1 - w) * theta) / s_safe)
+    wb = torch.where(near, w, torch.sin(w * theta) / s_safe)
+    return quat_normalize(wa * a + wb * b)

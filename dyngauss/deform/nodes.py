@@ -1,0 +1,380 @@
+"""Sparse control-node deformation (DynamicFusion embedded deformation / SC-GS), `deform.kind=nodes`.
+
+* `init_nodes(means)` farthest-point samples `num_nodes` node positions from the canonical means (the trainer
+  calls it after the static warm-up; until then the field is the identity) and sets each node's radius to its
+  mean distance to its nearest nodes (learnable, as log-radius).
+* Every Gaussian is bound to its K (`knn`) nearest nodes; weights w_ij = exp(-d_ij^2 / (2 r_j^2)), normalised
+  over the K (a softmax of the log-weights, so far-away points never divide by zero). Indices are cached
+  (buffer `bind_idx`); distances and weights are recomputed every call, so they are differentiable w.r.t.
+  means and radii.
+* Node motion at time t: a small MLP on (PE(node position), time code) outputs a screw axis per node acting
+  about the node (x' = R_j (x - n_j) + n_j + t_j), zero-initialised (identity); optionally plus a per-frame
+  table of screws (`node_table`, interpolated in t between frames).
+* Blending: dual-quaternion skinning (`blend="dqb"`, default) or linear blend skinning (`"lbs"`).
+* `node_graph()` -> (edges [E,2], weights [E]) among nodes (ARAP regulariser), `node_motion(t)` -> world-frame
+  per-node (rot [M,4], trans [M,3]) with x' = R x + T.
+* `on_gaussians_changed(means)` re-binds; `resample_nodes(...)` adds nodes where the error is high and drops
+  nodes with no bound Gaussian (this replaces the radius/table Parameter objects: then call
+  :meth:`remap_optimizer_state` or rebuild the optimizer from :meth:`param_groups`).
+* Node state (positions, radii, bindings, table) lives in buffers/parameters that are resized on
+  `load_state_dict`, so a checkpoint loads into a freshly constructed field.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..geometry.dualquat import dq_blend, dq_from_quat_trans, dq_to_quat_trans
+from ..geometry.knn import farthest_point_sample, knn, knn_self
+from ..geometry.quaternion import quat_normalize, quat_rotate, quat_to_matrix
+from ..geometry.se3 import se3_exp
+from .base import DeformField, Motion
+from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, as_time_tensor, frame_interp
+from .mlp import TimeCode
+
+
+class NodeMotion(NamedTuple):
+    """World-frame per-node transforms x' = R x + T: rot [M,4] (wxyz), trans [M,3]."""
+
+    rot: torch.Tensor
+    trans: torch.Tensor
+
+
+class NodeGraph(NamedTuple):
+    """Directed node-neighbour edges [E,2] (i, j) and weights [E] (summing to 1 over each node's edges)."""
+
+    edges: torch.Tensor
+    weights: torch.Tensor
+
+
+def skin(means: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, node_rot: torch.Tensor,
+         node_trans: torch.Tensor, blend: str = "dqb") -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend per-node world transforms (x' = R_j x + T_j; node_rot [M,4], node_trans [M,3]) onto points
+    means [N,3] bound to nodes idx [N,K] with weights [N,K] (summing to 1). Returns per-point (rot [N,4],
+    trans [N,3]) such that R mu + t is the blended position.
+
+    dqb: blend dual quaternions (sign-aligned to the heaviest node), normalise -> a rigid motion per point.
+    lbs: position = sum_j w_j (R_j mu + T_j); rot = normalised hemisphere-aligned quaternion blend;
+    trans = position - R mu."""
+    q, t = node_rot[idx], node_trans[idx]  # [N,K,4], [N,K,3]
+    if blend == "dqb":
+        dq = dq_blend(dq_from_quat_trans(q, t), weights)
+        return dq_to_quat_trans(dq, normalize=False)
+    if blend == "lbs":
+        pos = (weights.unsqueeze(-1) * (quat_rotate(q, means.unsqueeze(1).expand_as(t)) + t)).sum(1)
+        ref = torch.gather(q, 1, weights.argmax(-1)[:, None, None].expand(-1, 1, 4))
+        q = torch.where((q * ref).sum(-1, keepdim=True) < 0, -q, q)
+        rot = quat_normalize((weights.unsqueeze(-1) * q).sum(1))
+        return rot, pos - quat_rotate(rot, means)
+    raise ValueError(f"blend must be 'dqb' or 'lbs', got {blend!r}")
+
+
+def lbs_blend_matrices(node_rot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_j w_j R_j [...,3,3] (node_rot [...,K,4], weights [...,K]): the (generally non-rigid) linear part of
+    LBS, e.g. to show its determinant shrinking (candy-wrapper artefact)."""
+    return (weights[..., None, None] * quat_to_matrix(node_rot)).sum(-3)
+
+
+class NodeDeformField(DeformField):
+    """Control-node field. Constructor arguments mirror :class:`DeformConfig`."""
+
+    kind = "nodes"
+    _RESIZABLE = ("node_pos", "bind_idx", "log_radii", "node_table")
+
+    def __init__(self, num_nodes: int = 512, knn: int = 4, blend: str = "dqb", pos_freqs: int = 8,
+                 time_freqs: int = 6, width: int = 128, depth: int = 6, skip: int | None = -1,
+                 anneal_steps: int = 0, time_mode: str = "pe", num_frames: int | None = None,
+                 latent_dim: int = 8, frame_times=None, latent_init: str = "smooth", node_table: bool = False,
+                 graph_knn: int = 8,
+                 radius_mult: float = 1.0, dscale: bool = False, pos_scale: float = 1.0,
+                 node_lr_mult: float = 0.1, latent_lr_mult: float = 1.0, table_lr_mult: float = 1.0,
+                 rebind_every: int = 0):
+        super().__init__()
+        if blend not in ("dqb", "lbs"):
+            raise ValueError(f"blend must be 'dqb' or 'lbs', got {blend!r}")
+        self.num_nodes_target, self.k, self.blend = int(num_nodes), int(knn), blend
+        self.graph_knn, self.radius_mult = int(graph_knn), float(radius_mult)
+        self.pos_freqs, self.anneal_steps, self.rebind_every = int(pos_freqs), int(anneal_steps), int(rebind_every)
+        self.node_lr_mult, self.latent_lr_mult, self.table_lr_mult = node_lr_mult, latent_lr_mult, table_lr_mult
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("node_pos", torch.zeros(0, 3))
+        self.register_buffer("bind_idx", torch.zeros(0, self.k, dtype=torch.long))
+        self.log_radii = nn.Parameter(torch.zeros(0))
+        self.pos_pe = PositionalEncoding(3, pos_freqs, scale=pos_scale)
+        self.time = TimeCode(time_mode, time_freqs, num_frames, latent_dim, frame_times, latent_init=latent_init)
+        if skip == -1:
+            skip = depth // 2
+        self.net = ConditionedMLP(self.pos_pe.out_dim, self.time.out_dim, width, depth, skip)
+        self.screw_head = ZeroLinear(width, 6)
+        self.dscale_head = ZeroLinear(width, 3) if dscale else None
+        if node_table:
+            if not num_frames:
+                raise ValueError("node_table needs num_frames")
+            self.node_table = nn.Parameter(torch.zeros(int(num_frames), 0, 6))
+            ft = torch.linspace(0.0, 1.0, int(num_frames)) if frame_times is None else \
+                torch.as_tensor(frame_times, dtype=torch.float32).reshape(-1)
+            self.register_buffer("table_times", ft.clone())
+        else:
+            self.node_table = None
+        self._graph_cache: tuple | None = None
+        self._bind_dirty = False
+
+    # ---- state ---------------------------------------------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        return self.node_pos.shape[0]
+
+    @property
+    def initialized(self) -> bool:
+        return self.num_nodes > 0
+
+    def _set_param(self, name: str, value: torch.Tensor, replaced: list | None = None, axis: int = 0) -> None:
+        """Give parameter `name` a new value of possibly another size.
+
+        A parameter that is still empty (never used in a graph) keeps its object, so an optimizer built
+        before :meth:`init_nodes` keeps working. Otherwise a new Parameter replaces it (changing the size of
+        a parameter that autograd has seen breaks its cached gradient accumulator); (old, new, node axis) is
+        appended to `replaced` for :meth:`remap_optimizer_state`."""
+        old = getattr(self, name)
+        value = value.detach().to(device=old.device, dtype=old.dtype)
+        if old.numel() == 0:
+            old.data = value
+            return
+        setattr(self, name, nn.Parameter(value.clone(), requires_grad=old.requires_grad))
+        if replaced is not None:
+            replaced.append((old, getattr(self, name), axis))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # node count and binding count differ between checkpoints: adopt the stored shapes first
+        for name in self._RESIZABLE:
+            key = prefix + name
+            if key not in state_dict:
+                continue
+            src = state_dict[key]
+            if name in self._buffers and self._buffers[name] is not None:
+                cur = self._buffers[name]
+                if cur.shape != src.shape:
+                    self._buffers[name] = torch.zeros(src.shape, dtype=cur.dtype, device=cur.device)
+            elif name in self._parameters and self._parameters[name] is not None:
+                cur = self._parameters[name]
+                if cur.shape != src.shape:
+                    cur.data = torch.zeros(src.shape, dtype=cur.dtype, device=cur.device)
+        self._graph_cache = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def set_step(self, step: int) -> None:
+        self.step.fill_(int(step))
+        if self.rebind_every > 0 and step % self.rebind_every == 0:
+            self._bind_dirty = True
+
+    @property
+    def alpha(self) -> float | None:
+        if self.anneal_steps <= 0:
+            return None
+        return self.pos_freqs * min(1.0, float(self.step) / self.anneal_steps)
+
+    def set_frame_times(self, times) -> None:
+        if self.time.mode == "latent":
+            self.time.set_frame_times(times)
+        if self.node_table is not None:
+            self.table_times.copy_(torch.as_tensor(times, dtype=self.table_times.dtype).reshape(-1))
+
+    # ---- nodes and bindings --------------------------------------------------------------------
+    def _init_radii(self, pos: torch.Tensor) -> torch.Tensor:
+        m = pos.shape[0]
+        if m < 2:
+            return torch.zeros(m, device=pos.device)
+        d2, _ = knn_self(pos, min(self.k, m - 1))
+        r = (d2.mean(-1).sqrt() * self.radius_mult).clamp_min(1e-6)
+        return torch.log(r)
+
+    @torch.no_grad()
+    def init_nodes(self, means: torch.Tensor, num_nodes: int | None = None) -> None:
+        """Farthest-point sample nodes from `means` [N,3], set radii, bind `means`."""
+        m = num_nodes or self.num_nodes_target
+        p = means.detach()
+        idx = farthest_point_sample(p, m)
+        pos = p[idx].to(self.node_pos.dtype).clone()
+        self.node_pos = pos
+        self._set_param("log_radii", self._init_radii(pos))
+        if self.node_table is not None:
+            self._set_param("node_table", torch.zeros(self.node_table.shape[0], pos.shape[0], 6,
+                                                      device=pos.device), axis=1)
+        self._graph_cache = None
+        self.bind(p)
+
+    @torch.no_grad()
+    def bind(self, means: torch.Tensor) -> None:
+        """(Re)compute the K nearest nodes of every Gaussian."""
+        if not self.initialized:
+            return
+        k = min(self.k, self.num_nodes)
+        _, idx = knn(means.detach().to(self.node_pos.dtype), self.node_pos, k)
+        self.bind_idx = idx
+        self._bind_dirty = False
+
+    def on_gaussians_changed(self, means: torch.Tensor) -> None:
+        self.bind(means)
+
+    def binding_weights(self, means: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised RBF weights [N,K] of the bound nodes (differentiable w.r.t. means and radii)."""
+        idx = self.bind_idx if idx is None else idx
+        d2 = ((means.unsqueeze(1) - self.node_pos.to(means.dtype)[idx]) ** 2).sum(-1)
+        r2 = torch.exp(2 * self.log_radii.to(means.dtype))[idx]
+        return torch.softmax(-d2 / (2 * r2), dim=-1)
+
+    def _ensure_bound(self, means: torch.Tensor) -> None:
+        if self._bind_dirty or self.bind_idx.shape[0] != means.shape[0] or \
+                self.bind_idx.shape[1] != min(self.k, self.num_nodes):
+            self.bind(means)
+
+    # ---- motion --------------------------------------------------------------------------------
+    def node_screws(self, t, frame=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-node screw axes [M,6] (about the node) and optional dscale [M,3] at time t."""
+        pos = self.node_pos
+        dtype = self.screw_head.weight.dtype
+        pos = pos.to(dtype)
+        c = self.time(as_time_tensor(t, 1, pos.device, dtype)[:1], frame)
+        h = self.net(self.pos_pe(pos, self.alpha), c)
+        s = self.screw_head(h)
+        if self.node_table is not None:
+            if frame is not None:
+                s = s + self.node_table[int(frame)]
+            else:
+                tt = torch.as_tensor(t, dtype=self.table_times.dtype, device=pos.device).reshape(1)
+                lo, hi, a = frame_interp(self.table_times, tt)
+                a = a.to(dtype)
+                s = s + (1 - a) * self.node_table[lo[0]] + a * self.node_table[hi[0]]
+        return s, (self.dscale_head(h) if self.dscale_head is not None else None)
+
+    def node_motion(self, t, frame=None) -> NodeMotion:
+        """World-frame node transforms at time t: rot [M,4], trans [M,3] with x' = R x + T (so the node
+        itself goes to n_j + t_j)."""
+        s, _ = self.node_screws(t, frame)
+        q, p = se3_exp(s)
+        pos = self.node_pos.to(s.dtype)
+        return NodeMotion(q, pos + p - quat_rotate(q, pos))
+
+    def forward(self, means: torch.Tensor, t, frame=None) -> Motion:
+        if not self.initialized or means.shape[0] == 0:
+            return Motion.identity(means.shape[0], means.device, means.dtype)
+        if torch.as_tensor(t).numel() != 1:
+            raise ValueError("NodeDeformField takes one time per call")
+        self._ensure_bound(means)
+        s, ds = self.node_screws(t, frame)
+        q, p = se3_exp(s.to(means.dtype))
+        pos = self.node_pos.to(means.dtype)
+        node_t = pos + p - quat_rotate(q, pos)
+        w = self.binding_weights(means)
+        rot, trans = skin(means, self.bind_idx, w, q, node_t, self.blend)
+        dscale = None if ds is None else (w.unsqueeze(-1) * ds.to(means.dtype)[self.bind_idx]).sum(1)
+        return Motion(rot, trans, dscale)
+
+    # ---- graph ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def node_graph(self, k: int | None = None) -> NodeGraph:
+        """Edges [E,2] (i, j): j among the k nearest other nodes of i; weights [E] = exp(-d^2 / (2 r_i^2))
+        normalised over each node's edges (ARAP: sum_e w_e |R_i (n_j - n_i) + n_i + t_i - (n_j + t_j)|^2)."""
+        k = min(k or self.graph_knn, max(self.num_nodes - 1, 0))
+        if k <= 0:
+            return NodeGraph(torch.zeros(0, 2, dtype=torch.long, device=self.node_pos.device),
+                             torch.zeros(0, device=self.node_pos.device))
+        key = (k, self.num_nodes, self.node_pos.data_ptr(), self.log_radii._version)
+        if self._graph_cache is not None and self._graph_cache[0] == key:
+            return self._graph_cache[1]
+        d2, idx = knn_self(self.node_pos, k)
+        r2 = torch.exp(2 * self.log_radii.detach())[:, None]
+        w = torch.softmax(-d2 / (2 * r2), dim=-1)
+        src = torch.arange(self.num_nodes, device=idx.device)[:, None].expand_as(idx)
+        out = NodeGraph(torch.stack([src.reshape(-1), idx.reshape(-1)], -1), w.reshape(-1))
+        self._graph_cache = (key, out)
+        return out
+
+    # ---- adaptive nodes ------------------------------------------------------------------------
+    @torch.no_grad()
+    def resample_nodes(self, means: torch.Tensor, error_per_gaussian: torch.Tensor | None = None,
+                       max_new: int | None = None, error_quantile: float = 0.9,
+                       min_dist_mult: float = 0.5) -> dict:
+        """Drop nodes that no Gaussian is bound to; add up to `max_new` (default num_nodes // 8) nodes at
+        farthest-point samples of the Gaussians whose error is above its `error_quantile` and that are
+        farther than `min_dist_mult` x (their nearest node's radius) from every node. New nodes copy the
+        radius (and table rows) of their nearest old node. Re-binds `means`.
+
+        Returns {"keep": old indices kept [M'] (long), "added": n, "removed": n, "replaced": [(old, new,
+        axis)]}; the radius/table parameters are new objects, so call :meth:`remap_optimizer_state` (or
+        rebuild the optimizer)."""
+        if not self.initialized:
+            self.init_nodes(means)
+            return {"keep": torch.zeros(0, dtype=torch.long), "added": self.num_nodes, "removed": 0,
+                    "replaced": []}
+        p = means.detach().to(self.node_pos.dtype)
+        self.bind(p)
+        used = torch.zeros(self.num_nodes, dtype=torch.bool, device=p.device)
+        used[self.bind_idx.reshape(-1)] = True
+        keep = torch.nonzero(used).squeeze(-1)
+        pos, logr = self.node_pos[keep], self.log_radii.data[keep]
+        table = self.node_table.data[:, keep] if self.node_table is not None else None
+        added = 0
+        if error_per_gaussian is not None and len(p) > 0:
+            err = error_per_gaussian.detach().reshape(-1).to(p.dtype)
+            thr = torch.quantile(err, error_quantile) if err.numel() > 1 else err.min()
+            cand = p[err >= thr]
+            if len(cand) > 0 and len(pos) > 0:
+                d2, nn_idx = knn(cand, pos, 1)
+                far = d2[:, 0].sqrt() > min_dist_mult * torch.exp(logr[nn_idx[:, 0]])
+                cand = cand[far]
+            limit = self.num_nodes_target // 8 if max_new is None else max_new
+            if len(cand) > 0 and limit > 0:
+                new = cand[farthest_point_sample(cand, limit)]
+                _, near = knn(new, pos, 1) if len(pos) else (None, None)
+                pos = torch.cat([pos, new], 0)
+                logr = torch.cat([logr, logr[near[:, 0]] if near is not None else self._init_radii(new)])
+                if table is not None:
+                    table = torch.cat([table, table[:, near[:, 0]]], 1)
+                added = len(new)
+        removed = self.num_nodes - len(keep)
+        self.node_pos = pos.contiguous()
+        replaced: list = []
+        self._set_param("log_radii", logr, replaced, 0)
+        if table is not None:
+            self._set_param("node_table", table, replaced, 1)
+        self._graph_cache = None
+        self.bind(p)
+        return {"keep": keep, "added": added, "removed": removed, "replaced": replaced}
+
+    @staticmethod
+    def remap_optimizer_state(optimizer: torch.optim.Optimizer, info: dict) -> None:
+        """After :meth:`resample_nodes`: put the new radius / table parameters into `optimizer` in place of
+        the old ones, with their per-node state (e.g. Adam moments) indexed by info["keep"] and zeros for
+        the added nodes. (Alternatively rebuild the optimizer from :meth:`param_groups`.)"""
+        keep, added = info["keep"], info["added"]
+        for old, new, axis in info.get("replaced", []):
+            for group in optimizer.param_groups:
+                group["params"] = [new if p is old else p for p in group["params"]]
+            if old not in optimizer.state:
+                continue
+            st = optimizer.state.pop(old)
+            for name, v in list(st.items()):
+                if torch.is_tensor(v) and v.dim() == new.dim():  # per-element moments, not the step count
+                    v = v.index_select(axis, keep.to(v.device))
+                    pad = list(v.shape)
+                    pad[axis] = added
+                    st[name] = torch.cat([v, v.new_zeros(pad)], axis)
+            optimizer.state[new] = st
+
+    def param_groups(self, lr: float) -> list[dict]:
+        net = [p for n, p in self.named_parameters()
+               if not n.startswith(("time.", "log_radii", "node_table"))]
+        groups = [{"name": "deform.nodes", "params": net, "lr": lr},
+                  {"name": "deform.nodes.radii", "params": [self.log_radii], "lr": lr * self.node_lr_mult}]
+        time_p = list(self.time.parameters())
+        if time_p:
+            groups.append({"name": "deform.nodes.latent", "params": time_p, "lr": lr * self.latent_lr_mult})
+        if self.node_table is not None:
+            groups.append({"name": "deform.nodes.table", "params": [self.node_table],
+                           "lr": lr * self.table_lr_mult})
+        return groups
