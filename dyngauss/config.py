@@ -167,6 +167,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -218,20 +223,29 @@ def apply_override(cfg: Config, override: str) -> None:
     _from_dict(cfg, nested)
 
 
+def _read_yaml(p: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
+    """The mappings of a YAML file and its `base:` chain, base first (a config may extend another)."""
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    if p.resolve() in seen:
+        raise ConfigError(f"{p}: circular 'base:' chain")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    base = data.pop("base", None)
+    chain = _read_yaml(p.parent / str(base), seen + (p.resolve(),)) if base else []
+    return chain + [data]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file (optional) <- dotted overrides."""
+    """Defaults <- YAML file (optional; `base: other.yaml` inside it is applied first) <- dotted overrides."""
     cfg = Config()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        _from_dict(cfg, data)
+        for data in _read_yaml(Path(path)):
+            _from_dict(cfg, data)
     for o in overrides or []:
         apply_override(cfg, o)
     return cfg

@@ -68,3 +68,13 @@ def test_repo_configs_load():
 
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         load_config(p)
+
+
+def test_base_chain(tmp_path):
+    (tmp_path / "a.yaml").write_text("train:\n  iters: 10\n  seed: 5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  iters: 20\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert cfg.train.iters == 20 and cfg.train.seed == 5
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "c.yaml")
