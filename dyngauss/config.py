@@ -32,6 +32,7 @@ class DataConfig:
     eval_split: str = "test"
     synthetic_resolution: int = 128      # built-in scene: image size
     synthetic_seed: int = 0
+    synthetic_train_frames: int = 100    # built-in scene: training frames (one random camera each)
     cache_dir: str = ""                  # "" = $DYNGAUSS_CACHE or ~/.cache/dyngauss
 
 

@@ -23,7 +23,8 @@ def dataset_path(cfg: Config) -> Path:
         return Path(cfg.data.path).expanduser()
     from ..data.synthetic import SyntheticConfig, ensure_scene
 
-    scfg = SyntheticConfig(resolution=cfg.data.synthetic_resolution, seed=cfg.data.synthetic_seed)
+    scfg = SyntheticConfig(resolution=cfg.data.synthetic_resolution, seed=cfg.data.synthetic_seed,
+                           n_train=cfg.data.synthetic_train_frames)
     return Path(ensure_scene(scfg, cache_dir=cache_root(cfg)))
 
 
