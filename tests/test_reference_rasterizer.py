@@ -8,7 +8,7 @@ import torch
 
 from dyngauss.data.camera import Camera
 from dyngauss.render import rasterize
-from dyngauss.render.torch_reference import project_gaussians, rasterize_pixels
+from dyngauss.render.torch_reference import project_gaussians
 
 
 def _cam(w=12, h=10, f=20.0, dtype=torch.float64):

@@ -1,7 +1,6 @@
 """Trainer: end-to-end on a tiny built-in scene, exact resume, NaN guard, atomic checkpoints, errors."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -125,7 +124,7 @@ def test_motion_losses_train(tiny_scene, tmp_path):
         seen |= {k for k in logs if k not in ("loss", "psnr")}
     assert {"cycle", "rigidity", "rotation", "isometry", "elastic", "smooth"} <= seen
     assert "flow" in seen or not any(t.terms.priors_by_src.get(i) for i in range(len(t.cameras)))
-    path = t.save()
+    t.save()
     t2 = Trainer(cfg, resume=True)
     assert t2.backward is not None
     for k, v in t.backward.state_dict().items():

@@ -14,6 +14,11 @@ Exit codes: 0 ok, 2 bad arguments / missing or incompatible checkpoint or datase
 """
 from __future__ import annotations
 
+import os
+
+# OpenMP threads sleep when idle instead of spinning (3x faster on busy machines); must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import math
 import sys

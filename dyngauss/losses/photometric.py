@@ -1,7 +1,6 @@
 """Photometric losses: L1 and D-SSIM (the 3DGS mix 0.8 L1 + 0.2 (1 - SSIM))."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -17,7 +17,6 @@ tile size changes speed, never the result.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 

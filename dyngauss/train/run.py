@@ -1,7 +1,6 @@
 """The main job: train, evaluate on the held-out split, export the PLY sequence (tools/train.py)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -6,7 +6,6 @@ scheduler, strategy and RNG states).
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ from ..config import Config, config_to_dict, save_config
 from dataclasses import replace
 
 from ..deform.factory import build_backward, build_deform
-from ..gaussians import GaussianInitConfig, Gaussians
+from ..gaussians import GaussianInitConfig
 from ..losses.photometric import photometric_loss, psnr
 from ..render.api import resolve_backend
 from ..render.api import rasterize
 from ..render.scene import posed_gaussians
-from .checkpoint import CKPT_VERSION, CheckpointError, find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
+from .checkpoint import CKPT_VERSION, find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
 from .init import initial_gaussians
 from .logging import Logger
 from .motion_terms import MotionTerms
