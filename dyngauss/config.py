@@ -104,6 +104,7 @@ class TrainConfig:
     image_log_every: int = 500
     save_every: int = 1000
     max_nan_skips: int = 20              # consecutive non-finite steps before stopping
+    time_limit_s: float = 0.0            # stop training (then evaluate/export) after this many seconds; 0 = off
     progress: bool = True
 
 

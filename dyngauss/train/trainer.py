@@ -292,6 +292,9 @@ class Trainer:
         ema_loss = ema_psnr = None
         try:
             while self.step < cfg.train.iters:
+                if cfg.train.time_limit_s and self.train_seconds >= cfg.train.time_limit_s:
+                    bar.write(f"time limit of {cfg.train.time_limit_s:.0f} s reached at step {self.step}")
+                    break
                 t0 = time.perf_counter()
                 logs = self.train_step()
                 self.train_seconds += time.perf_counter() - t0
