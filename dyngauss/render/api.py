@@ -113,7 +113,7 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
     if name == "gsplat":
         from . import gsplat_backend
         img, alpha, info = gsplat_backend.render(means, quats, scales, opacities, values, viewmats, Ks, W, H,
-                                                 near=near, far=far, eps2d=eps2d)
+                                                 near=near, far=far, eps2d=eps2d, tile_size=tile_size)
     elif name == "cpu":
         from . import cpu_backend
         img, alpha, info = cpu_backend.render(means, quats, scales, opacities, values, viewmats, Ks, W, H,
@@ -126,7 +126,8 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
             means2d.retain_grad()
         img, alpha = ref.rasterize_pixels(means2d, conics, values, opacities, depths, ext, W, H, tile_size)
         info = {"means2d": means2d, "radii": radii, "depths": depths, "conics": conics}
-    info.update({"width": W, "height": H, "n_cameras": C, "gaussian_ids": None, "backend": name})
+    info.update({"width": W, "height": H, "n_cameras": C, "backend": name})
+    info.setdefault("gaussian_ids", None)  # set by gsplat in packed mode
 
     out_rgb = img[..., :3]
     if background is not None:
