@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dyngauss.cli import progress_printer  # noqa: E402
+
 
 def _default_out(src: Path, is_run: bool, fmt: str) -> Path:
     name = "ply" if fmt == "gaussians" else "ply_points"
@@ -31,17 +33,6 @@ def _default_out(src: Path, is_run: bool, fmt: str) -> Path:
     if ck.parent.name == "checkpoints":
         return ck.parent.parent / name
     return ck.with_name(ck.stem + "_" + name)
-
-
-def _progress(label: str, quiet: bool = False):
-    """Progress callback: an updating line on a terminal, one final line otherwise."""
-    tty = sys.stdout.isatty()
-
-    def cb(i: int, n: int) -> None:
-        if quiet or (not tty and i < n):
-            return
-        print(f"\r{label} {i}/{n}", end="" if i < n else "\n", flush=True)
-    return cb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if bg is not None:
         extra["background"] = [float(v) for v in list(bg)[:3]]
 
-    progress = _progress("exporting frame", args.quiet)
+    progress = progress_printer("exporting frame", args.quiet)
     try:
         seq = export_sequence(model.gaussians, model.deform, times, out, fmt=args.format, fps=fps,
                               opacity_threshold=args.opacity_threshold, source=str(Path(model.path).resolve()),

@@ -26,16 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _progress(label: str, quiet: bool = False):
-    """Progress callback: an updating line on a terminal, one final line otherwise."""
-    tty = sys.stdout.isatty()
-
-    def cb(i: int, n: int) -> None:
-        if quiet or (not tty and i < n):
-            return
-        print(f"\r{label} {i}/{n}", end="" if i < n else "\n", flush=True)
-    return cb
+from dyngauss.cli import progress_printer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if headless:
             size = tuple(args.size) if args.size else (960, 720)
-            progress = _progress("rendering")
+            progress = progress_printer("rendering")
             st = render_offscreen(seq, video=args.video, frames_dir=args.frames, size=size, fps=args.fps,
                                   point_size=args.point_size, glyphs=args.glyphs, nodes=args.nodes,
                                   backend=args.backend, background=args.background, up=args.up, progress=progress)

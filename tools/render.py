@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dyngauss.cli import progress_printer  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 
@@ -200,17 +202,6 @@ def write_video(frames, out: Path, fps: float) -> int:
     return n
 
 
-def _progress(label: str, quiet: bool = False):
-    """Progress callback: an updating line on a terminal, one final line otherwise."""
-    tty = sys.stdout.isatty()
-
-    def cb(i: int, n: int) -> None:
-        if quiet or (not tty and i < n):
-            return
-        print(f"\r{label} {i}/{n}", end="" if i < n else "\n", flush=True)
-    return cb
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run folder or checkpoint file")
@@ -259,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     c0 = items[0][0]
     print(f"rendering {len(items)} frames ({args.path}, {c0.width}x{c0.height}, {len(model.gaussians)} Gaussians)")
 
-    progress = _progress("frame")
+    progress = progress_printer("frame")
     t0 = time.perf_counter()
     try:
         n = write_video(render_frames(model, items, args.backend, args.background, progress), out, fps)

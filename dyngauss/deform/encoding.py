@@ -118,3 +118,10 @@ def frame_interp(frame_times: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tens
     lo = hi - 1
     a = ((tt - st[lo]) / (st[hi] - st[lo]).clamp_min(1e-12)).clamp(0.0, 1.0)
     return order[lo], order[hi], a
+
+
+def anneal_alpha(num_freqs: int, step: float, anneal_steps: int) -> float | None:
+    """Nerfies coarse-to-fine window position at `step` (None: no annealing, all bands on)."""
+    if anneal_steps <= 0:
+        return None
+    return num_freqs * min(1.0, float(step) / anneal_steps)

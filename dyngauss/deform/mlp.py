@@ -23,7 +23,7 @@ from torch import nn
 from ..geometry.quaternion import quat_rotate
 from ..geometry.se3 import se3_exp
 from .base import DeformField, Motion
-from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, as_time_tensor, frame_interp
+from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, anneal_alpha, as_time_tensor, frame_interp
 
 
 class TimeCode(nn.Module):
@@ -142,9 +142,7 @@ class MLPDeformField(DeformField):
     @property
     def alpha(self) -> float | None:
         """Current coarse-to-fine window position (None: no annealing, all bands on)."""
-        if self.anneal_steps <= 0:
-            return None
-        return self.pos_freqs * min(1.0, float(self.step) / self.anneal_steps)
+        return anneal_alpha(self.pos_freqs, self.step, self.anneal_steps)
 
     def set_frame_times(self, times) -> None:
         """Times of the latent-code frames (frame i has time times[i]); used to interpolate unseen t."""

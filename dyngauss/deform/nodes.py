@@ -31,7 +31,7 @@ from ..geometry.knn import farthest_point_sample, knn, knn_self
 from ..geometry.quaternion import quat_normalize, quat_rotate, quat_to_matrix
 from ..geometry.se3 import se3_exp
 from .base import DeformField, Motion
-from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, as_time_tensor, frame_interp
+from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, anneal_alpha, as_time_tensor, frame_interp
 from .mlp import TimeCode
 
 
@@ -173,9 +173,8 @@ class NodeDeformField(DeformField):
 
     @property
     def alpha(self) -> float | None:
-        if self.anneal_steps <= 0:
-            return None
-        return self.pos_freqs * min(1.0, float(self.step) / self.anneal_steps)
+        """Current coarse-to-fine window position (None: no annealing, all bands on)."""
+        return anneal_alpha(self.pos_freqs, self.step, self.anneal_steps)
 
     def set_frame_times(self, times) -> None:
         if self.time.mode == "latent":
