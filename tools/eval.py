@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default=None, help="render backend (default: the run's)")
     ap.add_argument("--no-renders", action="store_true", help="do not write PNG renders")
     args = ap.parse_args(argv)
-    from dyngauss.data.dnerf import DatasetError, load_dnerf
+    from dyngauss.data.dnerf import DatasetError
+    from dyngauss.data.loaders import load_split
     from dyngauss.eval.evaluate import evaluate_run
     from dyngauss.train.checkpoint import CheckpointError, load_model
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run) if Path(args.run).is_dir() else model.path.parent.parent
         data = Path(args.data) if args.data else Path(model.extra.get("dataset") or "")
         cfg = model.cfg
-        split = load_dnerf(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
+        split = load_split(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
         metrics = evaluate_run(model, split, run_dir, args.split, backend=args.backend or cfg.render.backend,
                                save_renders=not args.no_renders, lpips=cfg.eval.lpips, data_path=data)
     except (DatasetError, CheckpointError) as e:

@@ -69,7 +69,8 @@ def _dataset_cameras(model, data: str | None, split: str | None, one: bool):
             raise RenderToolError(f"split {split!r} needs the dataset: give --data PATH (the run records "
                                   f"{path!r})")
         return None
-    from dyngauss.data.dnerf import DatasetError, available_splits, load_dnerf
+    from dyngauss.data.dnerf import DatasetError
+    from dyngauss.data.loaders import available_splits, load_split
 
     try:
         have = available_splits(path)
@@ -79,7 +80,7 @@ def _dataset_cameras(model, data: str | None, split: str | None, one: bool):
         if s in have:
             cfg = model.cfg
             try:
-                sp = load_dnerf(path, s, downscale=getattr(cfg.data, "downscale", 1) or 1,
+                sp = load_split(path, s, downscale=getattr(cfg.data, "downscale", 1) or 1,
                                 background=tuple(cfg.data.background), frames=[0] if one else None)
             except DatasetError as e:
                 raise RenderToolError(str(e)) from None

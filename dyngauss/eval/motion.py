@@ -213,12 +213,12 @@ MOTION_KEYS = ("flow_epe_px", "track_epe", "track_epe_rel", "track_within_1pct",
 
 
 def _flow_cameras(path: Path, n_frames: int) -> list[Camera] | None:
-    from ..data.dnerf import available_splits, load_dnerf
+    from ..data.loaders import available_splits, load_split
 
     splits = available_splits(path)
     for s in ("video", "all"):
         if s in splits:
-            sp = load_dnerf(path, s)
+            sp = load_split(path, s)
             if len(sp.cameras) == n_frames:
                 return sp.cameras
     return None

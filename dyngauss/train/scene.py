@@ -1,4 +1,5 @@
-"""Resolve and load the training scene named by the config (a D-NeRF folder or the built-in scene)."""
+"""Resolve and load the training scene named by the config (a D-NeRF or Nerfies folder, or the built-in
+scene)."""
 from __future__ import annotations
 
 import os
@@ -18,7 +19,8 @@ def cache_root(cfg: Config) -> Path:
 
 
 def dataset_path(cfg: Config) -> Path:
-    """The D-NeRF folder to train on; generates the built-in synthetic scene (cached) when data.path is ''."""
+    """The dataset folder (D-NeRF or Nerfies) to train on; generates the built-in synthetic scene (cached)
+    when data.path is ''."""
     if cfg.data.path:
         return Path(cfg.data.path).expanduser()
     from ..data.synthetic import SyntheticConfig, ensure_scene
@@ -43,9 +45,9 @@ class SceneData:
         if name == "train":
             return self.train
         if name not in self._splits:
-            from ..data.dnerf import load_dnerf
+            from ..data.loaders import load_split
 
-            self._splits[name] = load_dnerf(self.path, name, downscale=self.cfg.data.downscale,
+            self._splits[name] = load_split(self.path, name, downscale=self.cfg.data.downscale,
                                             background=tuple(self.cfg.data.background))
         return self._splits[name]
 
@@ -63,9 +65,9 @@ def camera_scene_scale(cameras) -> float:
 
 
 def load_scene(cfg: Config) -> SceneData:
-    from ..data.dnerf import load_dnerf
+    from ..data.loaders import load_split
 
     path = dataset_path(cfg)
-    train = load_dnerf(path, "train", downscale=cfg.data.downscale, background=tuple(cfg.data.background))
+    train = load_split(path, "train", downscale=cfg.data.downscale, background=tuple(cfg.data.background))
     times = sorted({round(float(t), 8) for t in train.times.tolist()})
     return SceneData(path, cfg, train, times, camera_scene_scale(train.cameras))

@@ -1,0 +1,49 @@
+"""Pick the loader of a dataset folder: D-NeRF/Blender (``transforms_*.json``) or Nerfies/HyperNeRF
+(``dataset.json`` + ``camera/``). Both return a :class:`~dyngauss.data.dnerf.DNeRFSplit`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from . import dnerf, nerfies
+from .dnerf import DatasetError, DNeRFSplit
+
+__all__ = ["dataset_format", "available_splits", "load_split"]
+
+
+def _is_dnerf_folder(path: Path) -> bool:
+    return (path / "transforms.json").is_file() or any(path.glob("transforms_*.json"))
+
+
+def dataset_format(path: str | os.PathLike) -> str:
+    """``"dnerf"`` or ``"nerfies"`` (D-NeRF wins when a folder has both); DatasetError otherwise."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DatasetError(f"dataset folder not found: {folder}")
+    if not folder.is_dir():
+        raise DatasetError(f"dataset path is not a folder: {folder}")
+    if _is_dnerf_folder(folder):
+        return "dnerf"
+    if nerfies.is_nerfies_folder(folder):
+        return "nerfies"
+    raise DatasetError(f"unrecognised dataset folder {folder}: expected {folder / 'transforms_train.json'} "
+                       f"(D-NeRF/Blender format) or {folder / 'dataset.json'} and {folder / 'camera'}/ "
+                       "(Nerfies/HyperNeRF format)")
+
+
+def available_splits(path: str | os.PathLike) -> list[str]:
+    """Split names the folder's loader accepts (see :func:`dnerf.available_splits`,
+    :func:`nerfies.nerfies_splits`)."""
+    if dataset_format(path) == "nerfies":
+        return nerfies.nerfies_splits(path)
+    return dnerf.available_splits(path)
+
+
+def load_split(path: str | os.PathLike, split: str = "train", downscale: float = 1,
+               background: Sequence[float] = (1.0, 1.0, 1.0),
+               frames: Sequence[int] | slice | None = None) -> DNeRFSplit:
+    """Load one split of a D-NeRF or Nerfies folder (same arguments as :func:`dnerf.load_dnerf`)."""
+    if dataset_format(path) == "nerfies":
+        return nerfies.load_nerfies(path, split, downscale=downscale, background=background, frames=frames)
+    return dnerf.load_dnerf(path, split, downscale=downscale, background=background, frames=frames)
