@@ -40,7 +40,7 @@ class DataConfig:
 class ModelConfig:
     """Canonical Gaussians and their initialisation."""
 
-    init: str = "auto"                   # auto (masks if alpha else random) | random | masks
+    init: str = "auto"                   # auto (points3d.ply > alpha masks > random) | points | masks | random
     num_points: int = 20000              # candidate points for random / mask-carved init
     init_extent: float = 1.5             # half-size of the init cube around the origin
     init_opacity: float = 0.1

@@ -1,8 +1,11 @@
-"""Initial canonical Gaussians: random in the scene bounds, or carved from the training alpha masks."""
+"""Initial canonical Gaussians: from a sparse SfM point cloud, carved from the training alpha masks, or random
+in the scene bounds."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from pathlib import Path
 
 from ..data.camera import Camera
 from ..gaussians import GaussianInitConfig, Gaussians
@@ -43,12 +46,56 @@ def carve_points_from_masks(cameras: list[Camera], images: torch.Tensor, alphas:
     return pts, cols
 
 
+POINTS_FILE = "points3d.ply"
+
+
+def load_sfm_points(path: str | Path, max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Points [M,3] float32 and colours [M,3] in [0,1] of a sparse point cloud PLY (e.g. written by
+    tools/prepare_video.py), randomly thinned to at most `max_points`; non-finite points are dropped."""
+    from ..export.ply import read_points_ply
+
+    pc = read_points_ply(path)
+    pts, cols = pc["xyz"].astype(np.float32), pc["rgb"].astype(np.float32) / 255.0
+    ok = np.isfinite(pts).all(1)
+    pts, cols = pts[ok], cols[ok]
+    if len(pts) > max_points:
+        keep = np.random.default_rng(seed).choice(len(pts), max_points, replace=False)
+        pts, cols = pts[keep], cols[keep]
+    return pts, cols
+
+
+def points_init(points: np.ndarray, colors: np.ndarray, cfg: GaussianInitConfig, seed: int = 0) -> Gaussians:
+    """SfM points (background and whatever of the moving object was triangulated) plus `cfg.num_points`
+    random points in the region of interest (the cube of half-size `cfg.extent` around the origin), so a moving
+    object that structure-from-motion could not triangulate still has Gaussians to start from."""
+    rng = np.random.default_rng(seed)
+    extra = rng.uniform(-cfg.extent, cfg.extent, (cfg.num_points, 3)).astype(np.float32)
+    pts = np.concatenate([np.asarray(points, np.float32), extra])
+    cols = np.concatenate([np.asarray(colors, np.float32), rng.uniform(0, 1, (cfg.num_points, 3)).astype(np.float32)])
+    return Gaussians.from_points(pts, cols, cfg)
+
+
 def initial_gaussians(kind: str, cfg: GaussianInitConfig, cameras: list[Camera] | None = None,
                       images: torch.Tensor | None = None, alphas: torch.Tensor | None = None,
-                      seed: int = 0) -> Gaussians:
-    """Build the initial Gaussians; kind auto|random|masks (auto = masks when alpha masks exist)."""
-    if kind not in ("auto", "random", "masks"):
-        raise ValueError(f"model.init must be auto, random or masks, got {kind!r}")
+                      seed: int = 0, dataset: str | Path | None = None,
+                      points: np.ndarray | None = None) -> Gaussians:
+    """Build the initial Gaussians; kind auto|points|masks|random.
+
+    auto: the dataset's ``points3d.ply`` when there is one (opaque scenes prepared from a video), else the
+    loader's sparse points (`points` [M,3], e.g. a Nerfies capture's ``points.npy``, grey), else the alpha masks
+    when the images have an alpha channel, else random."""
+    if kind not in ("auto", "random", "masks", "points"):
+        raise ValueError(f"model.init must be auto, points, masks or random, got {kind!r}")
+    ply = Path(dataset) / POINTS_FILE if dataset is not None else None
+    has_ply = ply is not None and ply.is_file()
+    if points is not None and len(points) and not has_ply and kind in ("auto", "points"):
+        pts = np.asarray(points, np.float32)
+        return points_init(pts, np.full_like(pts, 0.5), cfg, seed)
+    if kind == "points" or (kind == "auto" and has_ply):
+        if not has_ply:
+            raise ValueError(f"model.init=points needs {POINTS_FILE} in the dataset folder ({dataset})")
+        pts, cols = load_sfm_points(ply, seed=seed)
+        return points_init(pts, cols, cfg, seed)
     use_masks = kind == "masks" or (kind == "auto" and alphas is not None)
     if use_masks:
         if alphas is None or cameras is None or images is None:

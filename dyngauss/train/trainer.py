@@ -81,7 +81,8 @@ class Trainer:
                                   sh_degree=cfg.model.sh_degree)
         tr = self.scene.train
         self.gaussians = initial_gaussians(cfg.model.init, icfg, tr.cameras, tr.images, tr.alphas,
-                                           seed=cfg.train.seed).to(self.device)
+                                           seed=cfg.train.seed, dataset=self.scene.path,
+                                           points=(tr.meta or {}).get("points")).to(self.device)
         self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times),
                                    frame_times=list(self.scene.train_times)).to(self.device)
         self.backward = self._make_backward()
