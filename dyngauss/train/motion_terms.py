@@ -98,7 +98,17 @@ class MotionTerms:
 
             a = self._anchors(n, c.cycle_samples, dev)
             sel = slice(None) if a is None else a
-            terms["cycle"] = c.cycle_weight * canonical_cycle_loss(backward, means[sel], posed_means[sel], t, frame)
+            posed = posed_means[sel]
+            cyc = canonical_cycle_loss(backward, means[sel], posed, t, frame, kind=c.cycle_kind,
+                                       detach_posed=not c.cycle_train_forward)
+            if c.cycle_sceneflow_dt > 0:  # NSFF's t -> t' -> t through both fields, from the posed centres
+                from ..losses.cycle import scene_flow_cycle, scene_flow_cycle_loss
+
+                t2 = t + c.cycle_sceneflow_dt if t + c.cycle_sceneflow_dt <= 1.0 else t - c.cycle_sceneflow_dt
+                x = posed[: max(1, posed.shape[0] // 2)].detach()
+                _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.scene.frame_index(t2))
+                cyc = cyc + scene_flow_cycle_loss(x, back, kind=c.cycle_kind)
+            terms["cycle"] = c.cycle_weight * cyc
         if c.arap_weight and hasattr(deform, "node_graph") and getattr(deform, "initialized", False):
             from ..losses.rigidity import arap_node_loss
 
