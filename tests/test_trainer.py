@@ -144,3 +144,25 @@ def test_nodes_field_trains_and_resumes_exactly(tiny_scene, tmp_path):
     c = Trainer(_cfg(tiny_scene, tmp_path / "b", *extra), resume=True)
     assert torch.equal(c.deform.node_pos, b.deform.node_pos)
     assert float(c.train_step()["loss"]) == pytest.approx(losses_a[8], rel=1e-6)
+
+
+@pytest.mark.parametrize("train_forward", [False, True])
+def test_cycle_trains_forward_only_when_asked(tiny_scene, tmp_path, train_forward):
+    """motion.cycle_train_forward=false: the cycle losses move only the backward field."""
+    from dyngauss.render.scene import posed_gaussians
+
+    t = Trainer(_cfg(tiny_scene, tmp_path / "c", "motion.cycle_weight=1.0",
+                     f"motion.cycle_train_forward={str(train_forward).lower()}"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in list(t.deform.parameters()) + list(t.backward.parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    means, _, _, motion = posed_gaussians(t.gaussians, t.deform, 0.5, None)
+    terms = t.terms.losses(0, t.gaussians, t.deform, t.backward, 0.5, None, motion, means, None, None)
+    assert float(terms["cycle"]) > 0
+    terms["cycle"].backward()
+    fwd = sum(float(p.grad.abs().sum()) for p in t.deform.parameters() if p.grad is not None)
+    bwd = sum(float(p.grad.abs().sum()) for p in t.backward.parameters() if p.grad is not None)
+    assert bwd > 0
+    assert (fwd > 0) == train_forward
+    assert all(p.requires_grad for p in t.deform.parameters())  # unfrozen again afterwards

@@ -5,6 +5,7 @@ canonical neighbours after densification, static flags from masks) and adds the 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,19 @@ import torch
 from ..deform.base import Motion
 from ..geometry.quaternion import quat_normalize
 from ..losses.motion_config import MotionLossConfig
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module, on: bool = True):
+    """Evaluate `module` without gradients for its parameters (gradients still flow through its inputs)."""
+    params = [p for p in module.parameters() if p.requires_grad] if on else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class MotionTerms:
@@ -106,7 +120,8 @@ class MotionTerms:
 
                 t2 = t + c.cycle_sceneflow_dt if t + c.cycle_sceneflow_dt <= 1.0 else t - c.cycle_sceneflow_dt
                 x = posed[: max(1, posed.shape[0] // 2)].detach()
-                _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.scene.frame_index(t2))
+                with _frozen(deform, not c.cycle_train_forward):
+                    _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.scene.frame_index(t2))
                 cyc = cyc + scene_flow_cycle_loss(x, back, kind=c.cycle_kind)
             terms["cycle"] = c.cycle_weight * cyc
         if c.arap_weight and hasattr(deform, "node_graph") and getattr(deform, "initialized", False):
