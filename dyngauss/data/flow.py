@@ -343,17 +343,9 @@ class FlowPriorCache:
             return None
 
     def _write(self, path: Path, key: str, res: dict[str, np.ndarray]) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, key=np.asarray(key), **res)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        from ..io import atomic_write
+
+        atomic_write(path, lambda f: np.savez_compressed(f, key=np.asarray(key), **res))
 
     def priors(self, images, pairs: Sequence[tuple[int, int]], masks=None, names: Sequence[str] | None = None,
                progress: bool = False) -> list[FlowPrior]:

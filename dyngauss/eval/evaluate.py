@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import atomic_write, atomic_write_text
 from ..render.scene import render_gaussians
 from ..train.checkpoint import LoadedModel
 from .metrics import LpipsMetric, psnr, ssim
@@ -18,10 +18,7 @@ def _save_png(path: Path, img: torch.Tensor) -> None:
     from PIL import Image
 
     arr = (img.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: Image.fromarray(arr).save(f, format="PNG"), fsync=False)
 
 
 @torch.no_grad()
@@ -55,11 +52,7 @@ def evaluate_split(model: LoadedModel, split, run_dir: Path | None, split_name: 
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
     """Atomically write RUN/metrics.json (flat JSON object)."""
-    path = Path(run_dir) / "metrics.json"
-    tmp = path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def evaluate_run(model: LoadedModel, scene_split, run_dir: Path, split_name: str = "test", backend: str = "auto",

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from ..io import atomic_write_bytes
 
 # SH band-0 constant (same value as dyngauss.render.sh.C0; repeated so this module does not import torch).
 SH_C0 = 0.28209479177387814
@@ -80,29 +81,6 @@ def dc_to_rgb(f_dc: np.ndarray) -> np.ndarray:
 
 def rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(rgb, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
-def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes | memoryview], fsync: bool = True) -> Path:
-    """Write `chunks` to `path` through a temporary file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                f.write(c)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _header(elements: Sequence[tuple[str, int, Sequence[tuple[str, str]]]], comments: Sequence[str] = ()) -> bytes:

@@ -2,12 +2,13 @@
 back into a model for evaluation/export or into a trainer for an exact resume."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..io import atomic_write
 
 from ..config import Config, ConfigError, config_from_dict
 from ..data.camera import Camera
@@ -38,18 +39,7 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     for key in ("gaussians", "deform", "backward"):
         if key in payload and not _all_finite(payload[key]):
             raise CheckpointError(f"refusing to write {path}: non-finite values in {key}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def find_checkpoint(path: str | Path) -> Path:
