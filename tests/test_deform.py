@@ -252,6 +252,25 @@ def test_rebinding_after_adding_gaussians():
     assert f(more[:600], 0.3).trans.shape == (600, 3) and f.bind_idx.shape == (600, 4)
 
 
+def test_node_field_binds_each_point_set():
+    """Query points of the same size as the bound set but elsewhere (cycle losses) get their own nodes."""
+    means = _points(400)
+    f = _make("nodes-dqb", means)
+    _randomize(f, std=0.3)
+    a = _points(100, seed=7)
+    b = _points(100, seed=8)
+    fresh = _make("nodes-dqb", means)
+    fresh.load_state_dict(f.state_dict())
+    f(means, 0.4)
+    f(a, 0.4)
+    got_b = f(b, 0.4)
+    fresh.bind(b)
+    ref_b = fresh(b, 0.4)
+    assert torch.allclose(got_b.trans, ref_b.trans, atol=1e-6) and torch.allclose(got_b.rot, ref_b.rot, atol=1e-6)
+    # and the Gaussians afterwards move as when bound to them
+    assert torch.allclose(f(means, 0.4).trans, fresh(means, 0.4).trans, atol=1e-6)
+
+
 def test_node_motion_matches_field_at_nodes():
     means = _points(800)
     f = _make("nodes-dqb", means)

@@ -120,6 +120,7 @@ class NodeDeformField(DeformField):
             self.node_table = None
         self._graph_cache: tuple | None = None
         self._bind_dirty = False
+        self._bound_key: tuple | None = None  # (data_ptr, N) of the points bind_idx was computed for
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -215,6 +216,7 @@ class NodeDeformField(DeformField):
         _, idx = knn(means.detach().to(self.node_pos.dtype), self.node_pos, k)
         self.bind_idx = idx
         self._bind_dirty = False
+        self._bound_key = None
 
     def on_gaussians_changed(self, means: torch.Tensor) -> None:
         self.bind(means)
@@ -227,9 +229,17 @@ class NodeDeformField(DeformField):
         return torch.softmax(-d2 / (2 * r2), dim=-1)
 
     def _ensure_bound(self, means: torch.Tensor) -> None:
-        if self._bind_dirty or self.bind_idx.shape[0] != means.shape[0] or \
-                self.bind_idx.shape[1] != min(self.k, self.num_nodes):
+        """Bind `means` unless bind_idx already belongs to them. The binding is kept for the tensor it was made
+        for (the canonical Gaussians: same storage across optimizer steps); any other point set (a sample of
+        the Gaussians, query points of the cycle losses) is bound afresh, even when it has the same size."""
+        key = (means.data_ptr(), means.shape[0])
+        stale = self._bind_dirty or self.bind_idx.shape[0] != means.shape[0] or \
+            self.bind_idx.shape[1] != min(self.k, self.num_nodes)
+        if self._bound_key is None and not stale:
+            self._bound_key = key  # a binding restored from a checkpoint belongs to the first points asked for
+        if stale or self._bound_key != key:
             self.bind(means)
+            self._bound_key = key
 
     # ---- motion --------------------------------------------------------------------------------
     def node_screws(self, t, frame=None) -> tuple[torch.Tensor, torch.Tensor | None]:
