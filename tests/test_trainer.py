@@ -163,6 +163,7 @@ def test_cycle_trains_forward_only_when_asked(tiny_scene, tmp_path, train_forwar
     terms["cycle"].backward()
     fwd = sum(float(p.grad.abs().sum()) for p in t.deform.parameters() if p.grad is not None)
     bwd = sum(float(p.grad.abs().sum()) for p in t.backward.parameters() if p.grad is not None)
+    gauss = sum(float(p.grad.abs().sum()) for p in t.gaussians.parameters() if p.grad is not None)
     assert bwd > 0
-    assert (fwd > 0) == train_forward
+    assert (fwd > 0) == train_forward and (gauss > 0) == train_forward
     assert all(p.requires_grad for p in t.deform.parameters())  # unfrozen again afterwards

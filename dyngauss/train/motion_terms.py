@@ -113,7 +113,8 @@ class MotionTerms:
             a = self._anchors(n, c.cycle_samples, dev)
             sel = slice(None) if a is None else a
             posed = posed_means[sel]
-            cyc = canonical_cycle_loss(backward, means[sel], posed, t, frame, kind=c.cycle_kind,
+            target = means[sel] if c.cycle_train_forward else means[sel].detach()  # the Gaussians too
+            cyc = canonical_cycle_loss(backward, target, posed, t, frame, kind=c.cycle_kind,
                                        detach_posed=not c.cycle_train_forward)
             if c.cycle_sceneflow_dt > 0:  # NSFF's t -> t' -> t through both fields, from the posed centres
                 from ..losses.cycle import scene_flow_cycle, scene_flow_cycle_loss
