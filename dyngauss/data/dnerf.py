@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from .camera import Camera, opengl_c2w_to_viewmat
-from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, read_image
+from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, decode_ahead, read_image
 
 __all__ = ["DatasetError", "DNeRFSplit", "load_dnerf", "load_cameras", "available_splits", "load_video_gt", "load_tracks",
            "transforms_path", "read_transforms"]
@@ -375,19 +374,7 @@ def load_dnerf(path: str | os.PathLike, split: str = "train", downscale: float =
     any_alpha = False
     workers = max(1, num_threads or min(4, os.cpu_count() or 1))
 
-    def decoded():
-        # decode ahead on a thread pool (PIL releases the GIL) with a bounded window, so memory stays at the
-        # output arrays plus a few full-size images
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            window = 2 * workers
-            futs = [ex.submit(read, r) for r in recs[:window]]
-            for j in range(n):
-                if j + window < n:
-                    futs.append(ex.submit(read, recs[j + window]))
-                yield futs[j].result()
-                futs[j] = None
-
-    for k, (rec, (rgb, alpha)) in enumerate(zip(recs, decoded())):
+    for k, (rec, (rgb, alpha)) in enumerate(zip(recs, decode_ahead(recs, read, workers))):
         i, fp, t, c2w, spec, img_path, where = rec
         H, W = rgb.shape[:2]
         if size0 is None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -68,6 +69,24 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     if c == 4:
         return x[..., :3], x[..., 3:4]
     raise ImageReadError(f"unsupported channel count {c} in image {path}")
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def decode_ahead(items: Sequence[_T], read: Callable[[_T], _R], workers: int) -> Iterator[_R]:
+    """``read(item)`` for every item, in order, decoded ahead on a thread pool (PIL releases the GIL) with a
+    bounded window of 2 x workers, so memory stays at the caller's output arrays plus a few full images."""
+    n = len(items)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        window = 2 * max(1, workers)
+        futs = [ex.submit(read, it) for it in items[:window]]
+        for j in range(n):
+            if j + window < n:
+                futs.append(ex.submit(read, items[j + window]))
+            yield futs[j].result()
+            futs[j] = None
 
 
 def composite(rgb: np.ndarray, alpha: np.ndarray | None, background: Sequence[float]) -> np.ndarray:

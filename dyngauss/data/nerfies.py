@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,7 +27,7 @@ import torch
 
 from .camera import Camera
 from .dnerf import DatasetError, DNeRFSplit, _estimate_bounds
-from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, read_image
+from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, decode_ahead, read_image
 
 __all__ = ["is_nerfies_folder", "load_nerfies", "nerfies_splits", "NerfiesCamera", "read_nerfies_camera"]
 
@@ -252,7 +251,7 @@ def _undistort(img: np.ndarray, nc: NerfiesCamera, K: np.ndarray, sx: float) -> 
 
 
 def _decoded(paths: list[Path], workers: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Decode images ahead on a thread pool with a bounded window."""
+    """Decode the images in order, ahead on a thread pool (DatasetError naming the file on failure)."""
     def read(p: Path):
         try:
             return read_image(p)
@@ -261,14 +260,7 @@ def _decoded(paths: list[Path], workers: int) -> Iterator[tuple[np.ndarray, np.n
         except FileNotFoundError:
             raise DatasetError(f"image file not found: {p}") from None
 
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        window = 2 * workers
-        futs = [ex.submit(read, p) for p in paths[:window]]
-        for j in range(len(paths)):
-            if j + window < len(paths):
-                futs.append(ex.submit(read, paths[j + window]))
-            yield futs[j].result()
-            futs[j] = None
+    return decode_ahead(paths, read, workers)
 
 
 # ----------------------------------------------------------------------------------------------- loader
