@@ -8,12 +8,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..deform.base import Motion
 from ..geometry.quaternion import quat_normalize
 from ..losses.motion_config import MotionLossConfig
+from .streams import RandomStreams
 
 
 @contextmanager
@@ -33,8 +33,10 @@ class MotionTerms:
     """Motion losses for the trainer. Call `flow_target` before rendering (it adds flow feature channels),
     then `losses` after rendering."""
 
-    def __init__(self, cfg: MotionLossConfig, scene, cache_dir: Path, log=print):
+    def __init__(self, cfg: MotionLossConfig, scene, cache_dir: Path, log=print,
+                 streams: RandomStreams | None = None):
         self.cfg = cfg
+        self.streams = streams if streams is not None else RandomStreams(0)
         self.scene = scene
         self.priors_by_src: dict[int, list] = {}
         self.nbr_idx = self.nbr_w = None
@@ -74,9 +76,10 @@ class MotionTerms:
             self._nbr_step = step
 
     # ---- per step ----------------------------------------------------------------------------
-    def pick_prior(self, idx: int, rng: np.random.Generator):
+    def pick_prior(self, idx: int):
+        """One of frame `idx`'s flow priors at random (its own random stream), or None."""
         lst = self.priors_by_src.get(idx)
-        return None if not lst else lst[int(rng.integers(len(lst)))]
+        return None if not lst else lst[self.streams.integer("priors", len(lst))]
 
     def flow_target(self, prior, gaussians, deform, posed_means_src: torch.Tensor) -> torch.Tensor:
         """Per-Gaussian screen displacement src -> dst [N,2] (rendered as feature channels)."""
@@ -90,7 +93,7 @@ class MotionTerms:
         return gaussian_flow_2d(posed_means_src, cams[prior.src], m_dst, dst)
 
     def _anchors(self, n: int, k: int, device) -> torch.Tensor | None:
-        return None if k <= 0 or k >= n else torch.randint(0, n, (k,), device=device)
+        return None if k <= 0 or k >= n else self.streams.randint("anchors", n, k, device)
 
     def losses(self, s: int, gaussians, deform, backward, t: float, frame: int | None, motion: Motion,
                posed_means: torch.Tensor, out, prior) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import Config, config_to_dict, save_config
@@ -26,6 +25,7 @@ from .checkpoint import CKPT_VERSION, find_checkpoint, model_from_payload, read_
 from .init import initial_gaussians
 from .logging import Logger
 from .motion_terms import MotionTerms
+from .streams import RandomStreams
 from .optim import build_deform_optimizer, build_gaussian_optimizers, decay_gamma
 from .scene import SceneData, load_scene
 
@@ -59,7 +59,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.nan_skips_total = 0
         self._nan_streak = 0
-        self.rng = np.random.default_rng(cfg.train.seed)
+        self.streams = RandomStreams(cfg.train.seed)  # frames, priors, backgrounds, loss samples: one each
         torch.manual_seed(cfg.train.seed)
         random.seed(cfg.train.seed)
         tr = self.scene.train
@@ -94,8 +94,10 @@ class Trainer:
         if not (cfg.deform.backward or cfg.motion.cycle_weight > 0) or cfg.deform.kind == "none":
             return None
         times = list(self.scene.train_times)
-        return build_backward(replace(cfg.deform, backward=True), num_frames=len(times),
-                              frame_times=times).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # its initial weights must not shift the global stream
+            torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.streams.torch["init"])))
+            return build_backward(replace(cfg.deform, backward=True), num_frames=len(times),
+                                  frame_times=times).to(self.device)
 
     def _build_optim(self) -> None:
         cfg = self.cfg
@@ -111,8 +113,8 @@ class Trainer:
         if self.strategy:
             self.strategy.check_sanity(self.gaussians.params, self.optimizers)
         self._grow_grad2d = cfg.densify.grow_grad2d
-        self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache") if cfg.motion.any_enabled() \
-            else None
+        self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache", streams=self.streams) \
+            if cfg.motion.any_enabled() else None
 
     def _resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
@@ -134,7 +136,8 @@ class Trainer:
         self.nan_skips_total = int(payload.get("nan_skips", 0))
         rng = payload["rng"]
         torch.set_rng_state(rng["torch"])
-        self.rng.bit_generator.state = rng["numpy"]
+        if "streams" in rng:
+            self.streams.load_state_dict(rng["streams"])
         random.setstate(rng["python"])
 
     # ---- checkpoints -------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ class Trainer:
             "backward_optimizer": self.backward_optimizer.state_dict() if self.backward_optimizer else None,
             "strategy_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                                for k, v in self.strategy_state.items()},
-            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+            "rng": {"torch": torch.get_rng_state(), "streams": self.streams.state_dict(),
                     "python": random.getstate()},
             "train_times": list(self.scene.train_times), "num_frames": len(self.scene.train_times),
             "scene_scale": self.scene.scene_scale, "dataset": str(self.scene.path),
@@ -166,7 +169,7 @@ class Trainer:
         return self.cfg.deform.kind != "none" and step >= self.cfg.train.warmup_iters
 
     def sample_frame(self) -> int:
-        return int(self.rng.integers(len(self.cameras)))
+        return self.streams.integer("frames", len(self.cameras))
 
     def compute_loss(self, idx: int, step: int) -> tuple[torch.Tensor, dict, dict]:
         """Render training frame `idx` at its time and return (loss, render info, log values)."""
@@ -176,14 +179,14 @@ class Trainer:
         gt = self.images[idx]
         bg = self.background
         if cfg.train.random_background and self.alphas is not None:
-            bg = torch.rand(3, device=self.device)
+            bg = self.streams.uniform("background", (3,), self.device)
             a = self.alphas[idx]
             gt = gt - (1 - a) * self.background + (1 - a) * bg  # re-composite onto the new background
         active = self.deform_active(step)
         deform = self.deform if active else None
         frame = self.scene.frame_index(t)
         means, quats, log_scales, motion = posed_gaussians(self.gaussians, deform, t, frame)
-        prior = self.terms.pick_prior(idx, self.rng) if (self.terms is not None and active) else None
+        prior = self.terms.pick_prior(idx) if (self.terms is not None and active) else None
         features = self.terms.flow_target(prior, self.gaussians, deform, means) if prior is not None else None
         out = rasterize(means, quats, torch.exp(log_scales), self.gaussians.opacities, self.gaussians.sh, cam,
                         sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval), background=bg,
@@ -272,8 +275,9 @@ class Trainer:
         n0 = len(self.gaussians)
         cap = self.cfg.densify.max_gaussians
         self.strategy.grow_grad2d = float("inf") if cap and n0 >= cap else self._grow_grad2d
-        self.strategy.step_post_backward(self.gaussians.params, self.optimizers, self.strategy_state, step, info,
-                                         packed=False)
+        with self.streams.global_cpu("densify"):  # its random split samples: a stream of their own
+            self.strategy.step_post_backward(self.gaussians.params, self.optimizers, self.strategy_state, step,
+                                             info, packed=False)
         if len(self.gaussians) != n0 or (step + 1) % self.cfg.densify.refine_every == 0:
             self.deform.on_gaussians_changed(self.gaussians.means.detach())
             if self.terms is not None:
