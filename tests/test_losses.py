@@ -15,7 +15,7 @@ from dyngauss.losses.cycle import (canonical_cycle_loss, scene_flow_cycle, scene
                                    transform_points)
 from dyngauss.losses.elastic import deformation_jacobian, elastic_loss, elastic_loss_from_jacobian, field_warp_fn
 from dyngauss.losses.flow import flow_loss
-from dyngauss.losses.motion_config import MotionLossConfig, weight_at
+from dyngauss.losses.motion_config import MotionLossConfig, ramp_at, weight_at
 from dyngauss.losses.rigidity import (arap_node_loss, isometry_loss, knn_neighbors, local_rigidity_loss,
                                       rotation_similarity_loss)
 from dyngauss.losses.smoothness import acceleration_loss, field_trajectory_points
@@ -148,6 +148,16 @@ def test_weight_schedule():
     cfg = MotionLossConfig(flow_weight=2.0, flow_decay_steps=10)
     assert math.isclose(cfg.flow_weight_at(10), 0.2, rel_tol=1e-9)
     assert not MotionLossConfig().any_enabled() and cfg.any_enabled()
+
+
+def test_ramp_schedule():
+    assert ramp_at(2.0, 99, 100, 50) == 0.0 and ramp_at(0.0, 500, 100, 50) == 0.0
+    assert math.isclose(ramp_at(2.0, 100, 100, 50), 2.0 / 50)
+    assert math.isclose(ramp_at(2.0, 124, 100, 50), 1.0)
+    assert ramp_at(2.0, 149, 100, 50) == 2.0 and ramp_at(2.0, 10_000, 100, 50) == 2.0
+    assert ramp_at(2.0, 100, 100, 0) == 2.0
+    c = MotionLossConfig(rigidity_start=10, rigidity_ramp=10)
+    assert [c.rigidity_scale_at(s) for s in (0, 9, 10, 14, 19, 30)] == [0.0, 0.0, 0.1, 0.5, 1.0, 1.0]
 
 
 # --------------------------------------------------------------------------------------------- cycle

@@ -189,3 +189,11 @@ def test_backward_only_cycle_leaves_forward_training_unchanged(tiny_scene, tmp_p
         assert torch.allclose(va, vb, rtol=1e-5, atol=1e-6), k
     for (k, va), vb in zip(a.deform.state_dict().items(), b.deform.state_dict().values()):
         assert torch.allclose(va, vb, rtol=1e-5, atol=1e-6), k
+
+
+def test_rigidity_terms_wait_for_their_start(tiny_scene, tmp_path):
+    """motion.rigidity_start: no isometry term before it (counted in deformation steps), then present."""
+    t = Trainer(_cfg(tiny_scene, tmp_path / "r", "motion.isometry_weight=0.5", "motion.rigidity_start=4",
+                     "motion.knn_k=4"))
+    seen = [("isometry" in t.train_step()) for _ in range(12)]   # warm-up 4 steps, then deformation steps 0..7
+    assert seen == [False] * 8 + [True] * 4

@@ -24,6 +24,18 @@ def weight_at(base: float, step: int, decay_steps: int, final_fraction: float = 
     return float(max(w, base * final_fraction))
 
 
+def ramp_at(base: float, step: int, start: int, ramp_steps: int) -> float:
+    """Weight of a regulariser that starts late: 0 before `start`, then rising linearly to ``base`` over
+    `ramp_steps` steps (ramp_steps <= 0: full weight at `start`). Regularisers that compare the posed
+    Gaussians with the canonical ones (isometry, rigidity) fight the field while it first moves the static
+    warm-up's Gaussians into place; starting them later keeps that phase free."""
+    if base == 0.0 or step < start:
+        return 0.0
+    if ramp_steps <= 0:
+        return float(base)
+    return float(base * min(1.0, (step - start + 1) / float(ramp_steps)))
+
+
 @dataclass
 class MotionLossConfig:
     """Motion-loss weights (0 = off) and their settings. Values are starting points, not tuned optima."""
@@ -63,6 +75,8 @@ class MotionLossConfig:
     knn_every: int = 500                # recompute neighbours (canonical means) every n steps / after densify
     rigidity_samples: int = 8192        # anchor Gaussians sampled per step (0 = all)
     rigidity_dt: float = 0.05           # the second time is t +- this (0 = compare with canonical)
+    rigidity_start: int = 0             # rigidity/rotation/isometry off for this many deformation steps,
+    rigidity_ramp: int = 0              # then rising linearly to full weight over this many (ramp_at)
 
     # --- Nerfies elastic regulariser (losses/elastic.py)
     elastic_weight: float = 0.0         # on: ~1e-3 .. 1e-2
@@ -82,6 +96,10 @@ class MotionLossConfig:
         return any(getattr(self, k) != 0.0 for k in
                    ("flow_weight", "cycle_weight", "arap_weight", "rigidity_weight", "rotation_weight",
                     "isometry_weight", "elastic_weight", "background_weight", "smooth_weight"))
+
+    def rigidity_scale_at(self, step: int) -> float:
+        """Factor in [0,1] on the rigidity/rotation/isometry weights at `step` (deformation steps)."""
+        return ramp_at(1.0, step, self.rigidity_start, self.rigidity_ramp)
 
     def flow_weight_at(self, step: int) -> float:
         """The scheduled flow weight at `step` (counted from the start of the deformation)."""

@@ -134,8 +134,9 @@ class MotionTerms:
             nm = deform.node_motion(t, frame)
             g = deform.node_graph()
             terms["arap"] = c.arap_weight * arap_node_loss(deform.node_pos, nm.rot, nm.trans, g.edges, g.weights)
+        ramp = c.rigidity_scale_at(s)
         if (c.rigidity_weight or c.rotation_weight or c.isometry_weight) and self.nbr_idx is not None \
-                and self.nbr_idx.shape[0] == n:
+                and self.nbr_idx.shape[0] == n and ramp > 0:
             from ..losses import rigidity as R
 
             a = self._anchors(n, c.rigidity_samples, dev)
@@ -151,13 +152,13 @@ class MotionTerms:
                 rot_a[:, 0] = 1
                 means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
             if c.rigidity_weight:
-                terms["rigidity"] = c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b,
+                terms["rigidity"] = ramp * c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b,
                                                                               self.nbr_idx, self.nbr_w, a)
             if c.rotation_weight:
-                terms["rotation"] = c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, self.nbr_idx,
+                terms["rotation"] = ramp * c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, self.nbr_idx,
                                                                                    self.nbr_w, a)
             if c.isometry_weight:
-                terms["isometry"] = c.isometry_weight * R.isometry_loss(means, posed_means, self.nbr_idx,
+                terms["isometry"] = ramp * c.isometry_weight * R.isometry_loss(means, posed_means, self.nbr_idx,
                                                                         self.nbr_w, a)
         if c.elastic_weight and s % max(1, c.elastic_every) == 0:
             from ..losses.elastic import elastic_loss
