@@ -197,3 +197,40 @@ def test_rigidity_terms_wait_for_their_start(tiny_scene, tmp_path):
                      "motion.knn_k=4"))
     seen = [("isometry" in t.train_step()) for _ in range(12)]   # warm-up 4 steps, then deformation steps 0..7
     assert seen == [False] * 8 + [True] * 4
+
+
+@pytest.mark.parametrize("kind", ["mlp", "nodes"])
+def test_neighbour_terms_on_a_subset_match_the_full_evaluation(tiny_scene, tmp_path, kind):
+    """rigidity_dt > 0 evaluates the second time only for the anchors and their neighbours: the terms equal
+    those computed from the whole set posed at both times."""
+    from dyngauss.deform.base import apply_motion
+    from dyngauss.geometry.quaternion import quat_normalize
+    from dyngauss.losses import rigidity as R
+    from dyngauss.render.scene import posed_gaussians
+
+    t = Trainer(_cfg(tiny_scene, tmp_path / "n", f"deform.kind={kind}", "deform.num_nodes=16",
+                     "motion.rigidity_weight=1", "motion.rotation_weight=1", "motion.isometry_weight=1",
+                     "motion.rigidity_dt=0.1", "motion.knn_k=4"))
+    for _ in range(6):
+        t.train_step()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in t.deform.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g, n = t.gaussians, len(t.gaussians)
+    t.terms.refresh_neighbors(g.means, 0, force=True)
+    anchors = torch.randint(0, n, (37,))
+    t.terms._anchors = lambda *a: anchors
+    tt = 0.3
+    means, _, _, motion = posed_gaussians(g, t.deform, tt, None)
+    got = t.terms._neighbour_terms(g, t.deform, tt, motion, means)
+    m2 = t.deform(g.means, tt + 0.1, None)
+    means_b = apply_motion(g.means, g.quats, g.log_scales, m2)[0]
+    ra, rb = quat_normalize(motion.rot), quat_normalize(m2.rot)
+    idx, w = t.terms.nbr_idx, t.terms.nbr_w
+    want = {"rigidity": R.local_rigidity_loss(means, ra, means_b, rb, idx, w, anchors),
+            "rotation": R.rotation_similarity_loss(ra, rb, idx, w, anchors),
+            "isometry": R.isometry_loss(means, means_b, idx, w, anchors)}
+    for k, v in want.items():
+        assert float(v) > 0
+        assert float(got[k]) == pytest.approx(float(v), rel=1e-4, abs=1e-7), k

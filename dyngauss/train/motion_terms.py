@@ -92,6 +92,50 @@ class MotionTerms:
         m_dst = posed_gaussians(gaussians, deform, t_dst, self.scene.frame_index(t_dst))[0]
         return gaussian_flow_2d(posed_means_src, cams[prior.src], m_dst, dst)
 
+    def _neighbour_terms(self, gaussians, deform, t: float, motion: Motion, posed_means: torch.Tensor
+                         ) -> dict[str, torch.Tensor]:
+        """Dynamic3DGaussians' rigidity / rotation / isometry (weighted) for sampled anchor Gaussians.
+
+        rigidity_dt > 0: between the poses at t and at t' = t +- dt (the paper's consecutive frames); t' is
+        evaluated only for the anchors and their neighbours. rigidity_dt = 0: between the canonical Gaussians
+        and their poses at t (no second evaluation, but it also pulls every pose towards the canonical shape)."""
+        from ..deform.base import apply_motion
+        from ..losses import rigidity as R
+
+        c, means = self.cfg, gaussians.means
+        n, dev = means.shape[0], means.device
+        anchors = self._anchors(n, c.rigidity_samples, dev)
+        idx, w = self.nbr_idx, self.nbr_w
+        if c.rigidity_dt > 0:
+            t2 = t + c.rigidity_dt if t + c.rigidity_dt <= 1.0 else t - c.rigidity_dt
+            rows = torch.arange(n, device=dev) if anchors is None else anchors
+            sub = torch.unique(torch.cat([rows, idx[rows].reshape(-1)]))          # anchors + neighbours
+            local = torch.full((n,), -1, dtype=torch.long, device=dev)
+            local[sub] = torch.arange(sub.numel(), device=dev)
+            idx_l = torch.zeros(sub.numel(), idx.shape[1], dtype=torch.long, device=dev)
+            idx_l[local[rows]] = local[idx[rows]]
+            w_l = None
+            if w is not None:
+                w_l = torch.zeros(sub.numel(), w.shape[1], dtype=w.dtype, device=dev)
+                w_l[local[rows]] = w[rows]
+            m2 = deform(means[sub], t2, self.scene.frame_index(t2))
+            means_b = apply_motion(means[sub], gaussians.quats[sub], gaussians.log_scales[sub], m2)[0]
+            means_a, rot_a, rot_b = posed_means[sub], quat_normalize(motion.rot[sub]), quat_normalize(m2.rot)
+            anchors, idx, w = local[rows], idx_l, w_l
+        else:
+            rot_a = torch.zeros_like(motion.rot)
+            rot_a[:, 0] = 1
+            means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
+        out = {}
+        if c.rigidity_weight:
+            out["rigidity"] = c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b, idx, w,
+                                                                        anchors)
+        if c.rotation_weight:
+            out["rotation"] = c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, idx, w, anchors)
+        if c.isometry_weight:
+            out["isometry"] = c.isometry_weight * R.isometry_loss(means_a, means_b, idx, w, anchors)
+        return out
+
     def _anchors(self, n: int, k: int, device) -> torch.Tensor | None:
         return None if k <= 0 or k >= n else self.streams.randint("anchors", n, k, device)
 
@@ -137,29 +181,8 @@ class MotionTerms:
         ramp = c.rigidity_scale_at(s)
         if (c.rigidity_weight or c.rotation_weight or c.isometry_weight) and self.nbr_idx is not None \
                 and self.nbr_idx.shape[0] == n and ramp > 0:
-            from ..losses import rigidity as R
-
-            a = self._anchors(n, c.rigidity_samples, dev)
-            if c.rigidity_dt > 0:  # compare poses at t and a nearby time (Dynamic3DGaussians)
-                t2 = min(1.0, t + c.rigidity_dt) if t + c.rigidity_dt <= 1.0 else t - c.rigidity_dt
-                m2 = deform(means, t2, None)
-                from ..deform.base import apply_motion
-
-                means_b, _, _ = apply_motion(means, gaussians.quats, gaussians.log_scales, m2)
-                rot_a, rot_b, means_a = quat_normalize(motion.rot), quat_normalize(m2.rot), posed_means
-            else:
-                rot_a = torch.zeros_like(motion.rot)
-                rot_a[:, 0] = 1
-                means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
-            if c.rigidity_weight:
-                terms["rigidity"] = ramp * c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b,
-                                                                              self.nbr_idx, self.nbr_w, a)
-            if c.rotation_weight:
-                terms["rotation"] = ramp * c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, self.nbr_idx,
-                                                                                   self.nbr_w, a)
-            if c.isometry_weight:
-                terms["isometry"] = ramp * c.isometry_weight * R.isometry_loss(means, posed_means, self.nbr_idx,
-                                                                        self.nbr_w, a)
+            terms.update({k: ramp * v for k, v in self._neighbour_terms(gaussians, deform, t, motion,
+                                                                         posed_means).items()})
         if c.elastic_weight and s % max(1, c.elastic_every) == 0:
             from ..losses.elastic import elastic_loss
 
