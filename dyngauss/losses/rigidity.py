@@ -124,7 +124,7 @@ def rotation_similarity_loss(rots_a: torch.Tensor, rots_b: torch.Tensor, idx: to
 
 def isometry_loss(means_a: torch.Tensor, means_b: torch.Tensor, idx: torch.Tensor,
                   weights: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> torch.Tensor:
-    """Dynamic3DGaussians isometry (a = canonical, b = time t); scalar.
+    """Dynamic3DGaussians isometry between states a and b (canonical and time t, or times t and t'); scalar.
     Weighted mean of | |mu_j,b - mu_i,b| - |mu_j,a - mu_i,a| |."""
     i, nb, w = _rows(means_a.shape[0], idx, weights, anchors)
     da = _smooth_norm(means_a[nb] - means_a[i][:, None])
