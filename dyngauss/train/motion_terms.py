@@ -11,9 +11,14 @@ from pathlib import Path
 import torch
 
 from ..deform.base import Motion
-from ..geometry.quaternion import quat_normalize
+from ..geometry.quaternion import quat_identity, quat_normalize
 from ..losses.motion_config import MotionLossConfig
 from .streams import RandomStreams
+
+
+def _nearby_time(t: float, dt: float) -> float:
+    """The second time of a two-time term: t + dt, or t - dt where that would leave [0, 1]."""
+    return t + dt if t + dt <= 1.0 else t - dt
 
 
 @contextmanager
@@ -107,7 +112,7 @@ class MotionTerms:
         anchors = self._anchors(n, c.rigidity_samples, dev)
         idx, w = self.nbr_idx, self.nbr_w
         if c.rigidity_dt > 0:
-            t2 = t + c.rigidity_dt if t + c.rigidity_dt <= 1.0 else t - c.rigidity_dt
+            t2 = _nearby_time(t, c.rigidity_dt)
             rows = torch.arange(n, device=dev) if anchors is None else anchors
             sub = torch.unique(torch.cat([rows, idx[rows].reshape(-1)]))          # anchors + neighbours
             local = torch.full((n,), -1, dtype=torch.long, device=dev)
@@ -123,8 +128,7 @@ class MotionTerms:
             means_a, rot_a, rot_b = posed_means[sub], quat_normalize(motion.rot[sub]), quat_normalize(m2.rot)
             anchors, idx, w = local[rows], idx_l, w_l
         else:
-            rot_a = torch.zeros_like(motion.rot)
-            rot_a[:, 0] = 1
+            rot_a = quat_identity((n,), dev, motion.rot.dtype)
             means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
         out = {}
         if c.rigidity_weight:
@@ -166,7 +170,7 @@ class MotionTerms:
             if c.cycle_sceneflow_dt > 0:  # NSFF's t -> t' -> t through both fields, from the posed centres
                 from ..losses.cycle import scene_flow_cycle, scene_flow_cycle_loss
 
-                t2 = t + c.cycle_sceneflow_dt if t + c.cycle_sceneflow_dt <= 1.0 else t - c.cycle_sceneflow_dt
+                t2 = _nearby_time(t, c.cycle_sceneflow_dt)
                 x = posed[: max(1, posed.shape[0] // 2)].detach()
                 with _frozen(deform, not c.cycle_train_forward):
                     _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.scene.frame_index(t2))
