@@ -42,7 +42,13 @@ class FlowParams:
     preset: ultrafast | fast | medium (OpenCV's DIS presets).
     finest_scale, patch_size, patch_stride, grad_descent_iters, var_refine_iters: optional overrides of the
         preset (-1 = keep the preset's value).
-    fb_tau (px), fb_rel: forward-backward threshold |f + b| < fb_tau + fb_rel (|f| + |b|).
+    upsample: DIS runs on the images enlarged by this integer factor (bicubic) and the flow is area-averaged
+        back, so DIS's patches (8-12 px) see more than a few texels on small images. 0 = auto: the smallest
+        factor that makes the shorter side at least ``auto_min_side`` px, at most 4. On the built-in 128^2
+        scene (exact flow from the mesh, 40 training pairs) auto (4x) cut the mean error of the valid flow from
+        2.7 px to 0.6 px (tools/check_flow_prior.py).
+    fb_tau (px), fb_rel: forward-backward threshold |f + b| < fb_tau + fb_rel (|f| + |b|), checked at the
+        original resolution.
     """
 
     preset: str = "medium"
@@ -51,8 +57,18 @@ class FlowParams:
     patch_stride: int = -1
     grad_descent_iters: int = -1
     var_refine_iters: int = -1
-    fb_tau: float = 1.0
-    fb_rel: float = 0.05
+    upsample: int = 0
+    auto_min_side: int = 512
+    fb_tau: float = 0.5
+    fb_rel: float = 0.02
+
+    def upsample_factor(self, height: int, width: int) -> int:
+        """The integer factor DIS's input images are enlarged by (see ``upsample``)."""
+        if self.upsample < 0:
+            raise ValueError(f"upsample must be >= 0 (0 = auto), got {self.upsample}")
+        if self.upsample > 0:
+            return int(self.upsample)
+        return int(min(4, max(1, math.ceil(self.auto_min_side / max(1, min(height, width))))))
 
     def key(self) -> dict:
         return asdict(self)
@@ -118,7 +134,17 @@ def dis_flow(img1, img2, params: FlowParams | None = None) -> np.ndarray:
     g1, g2 = to_gray_u8(img1), to_gray_u8(img2)
     if g1.shape != g2.shape:
         raise ValueError(f"images differ in size: {g1.shape} vs {g2.shape}")
-    flow = _make_dis(params).calc(g1, g2, None)
+    H, W = g1.shape
+    up = params.upsample_factor(H, W)
+    if up == 1:
+        flow = _make_dis(params).calc(g1, g2, None)
+        return np.ascontiguousarray(flow.astype(np.float32))
+    import cv2
+
+    big = [cv2.resize(g, (W * up, H * up), interpolation=cv2.INTER_CUBIC) for g in (g1, g2)]
+    flow = _make_dis(params).calc(big[0], big[1], None)
+    # the mean of the up x up sub-pixel flows, in original pixels
+    flow = cv2.resize(flow, (W, H), interpolation=cv2.INTER_AREA) / float(up)
     return np.ascontiguousarray(flow.astype(np.float32))
 
 

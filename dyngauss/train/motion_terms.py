@@ -57,7 +57,8 @@ class MotionTerms:
         c, tr = self.cfg, self.scene.train
         pairs = select_flow_pairs(tr.cameras, [float(cm.time) for cm in tr.cameras], c.flow_max_angle_deg,
                                   c.flow_max_dt, c.flow_pairs_per_frame)
-        params = FlowParams(preset=c.flow_preset, fb_tau=c.flow_fb_tau, fb_rel=c.flow_fb_rel)
+        params = FlowParams(preset=c.flow_preset, upsample=c.flow_upsample, fb_tau=c.flow_fb_tau,
+                             fb_rel=c.flow_fb_rel)
         cache = FlowPriorCache(cache_dir, self.scene.path, params)
         priors = cache.priors(tr.images, pairs, masks=tr.alphas, names=[cm.name for cm in tr.cameras]) if pairs else []
         for p in priors:
