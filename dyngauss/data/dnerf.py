@@ -91,7 +91,8 @@ def transforms_path(path: str | os.PathLike, split: str) -> Path:
     return path / ("transforms.json" if split == "all" else f"transforms_{split}.json")
 
 
-def _check_folder(path: str | os.PathLike) -> Path:
+def check_dataset_folder(path: str | os.PathLike) -> Path:
+    """The dataset folder as a Path (``~`` expanded); DatasetError when it is missing or not a folder."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset folder not found: {path}")
@@ -103,7 +104,7 @@ def _check_folder(path: str | os.PathLike) -> Path:
 def available_splits(path: str | os.PathLike) -> list[str]:
     """Split names with a transforms file in the folder (train, val, test, video first; ``all`` for a
     plain ``transforms.json``)."""
-    path = _check_folder(path)
+    path = check_dataset_folder(path)
     found = []
     for p in path.glob("transforms_*.json"):
         m = re.fullmatch(r"transforms_(.+)\.json", p.name)
@@ -134,7 +135,7 @@ def _read_json(path: Path) -> dict:
 
 def read_transforms(path: str | os.PathLike, split: str) -> dict:
     """Parse and validate ``transforms_<split>.json`` (no images read)."""
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     tp = transforms_path(folder, split)
     if not tp.is_file():
         have = available_splits(folder)
@@ -252,7 +253,7 @@ def _time(frame: dict, where: str) -> float:
     return min(max(t, 0.0), 1.0)
 
 
-def _estimate_bounds(cameras: Sequence[Camera]) -> tuple[np.ndarray, float]:
+def estimate_bounds(cameras: Sequence[Camera]) -> tuple[np.ndarray, float]:
     """Point the cameras look at (least squares over optical axes, pulled weakly towards the origin) and
     the radius of the largest sphere around it that every camera sees entirely."""
     A = np.zeros((3, 3))
@@ -348,7 +349,7 @@ def load_dnerf(path: str | os.PathLike, split: str = "train", downscale: float =
     Raises:
         DatasetError naming the offending file for any missing / malformed input.
     """
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     if downscale is None or not (float(downscale) >= 1.0):
         raise ValueError(f"downscale must be >= 1, got {downscale}")
     downscale = float(downscale)
@@ -403,7 +404,7 @@ def load_dnerf(path: str | os.PathLike, split: str = "train", downscale: float =
         radius = 0.5 * float(np.linalg.norm(bb[1] - bb[0]))
         source = "meta"
     else:
-        center, radius = _estimate_bounds(cameras)
+        center, radius = estimate_bounds(cameras)
         bb = np.stack([center - radius, center + radius])
         source = "cameras"
     meta = {k: v for k, v in data.items() if k != "frames"}
@@ -422,7 +423,7 @@ def load_cameras(path: str | os.PathLike, split: str = "train", downscale: float
     """The cameras of a split exactly as :func:`load_dnerf` makes them, reading only the image headers."""
     from PIL import Image
 
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     if downscale is None or not (float(downscale) >= 1.0):
         raise ValueError(f"downscale must be >= 1, got {downscale}")
     data, tp, recs = _parse_frames(folder, split, frames)
@@ -484,7 +485,7 @@ def load_video_gt(path: str | os.PathLike) -> dict:
     [F-1,H,W,2] (forward i -> i+1, pixels, x right / y down), ``flow_valid`` bool [F-1,H,W], and ``times``
     float32 [F] when a transforms file for the frames exists.
     """
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     if (folder / "video").is_dir() and any((folder / "video").glob("depth_*.npz")):
         vdir = folder / "video"
         dfiles = _numbered(vdir, r"depth_(\d+)\.npz")

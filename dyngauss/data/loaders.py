@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import dnerf, nerfies
-from .dnerf import DatasetError, DNeRFSplit, _check_folder
+from .dnerf import DatasetError, DNeRFSplit, check_dataset_folder
 
 __all__ = ["dataset_format", "available_splits", "load_split"]
 
@@ -18,7 +18,7 @@ def _is_dnerf_folder(path: Path) -> bool:
 
 def dataset_format(path: str | os.PathLike) -> str:
     """``"dnerf"`` or ``"nerfies"`` (D-NeRF wins when a folder has both); DatasetError otherwise."""
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     if _is_dnerf_folder(folder):
         return "dnerf"
     if nerfies.is_nerfies_folder(folder):

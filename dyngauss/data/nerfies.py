@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .camera import Camera
-from .dnerf import DatasetError, DNeRFSplit, _estimate_bounds
+from .dnerf import DatasetError, DNeRFSplit, check_dataset_folder, estimate_bounds
 from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, decode_ahead, read_image
 
 __all__ = ["is_nerfies_folder", "load_nerfies", "nerfies_splits", "NerfiesCamera", "read_nerfies_camera"]
@@ -124,13 +124,6 @@ def read_nerfies_camera(path: str | os.PathLike) -> NerfiesCamera:
 
 # ----------------------------------------------------------------------------------------------- dataset files
 
-def _check_folder(path: str | os.PathLike) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise DatasetError(f"dataset folder not found: {folder}")
-    return folder
-
-
 def _id_list(data: dict, key: str, where: Path) -> list[str]:
     ids = data.get(key)
     if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
@@ -150,7 +143,7 @@ def _dataset_ids(folder: Path) -> dict[str, list[str]]:
 
 def nerfies_splits(path: str | os.PathLike) -> list[str]:
     """Splits with frames: ``train``, ``val`` and ``test`` (both = ``val_ids``), ``all``."""
-    ids = _dataset_ids(_check_folder(path))
+    ids = _dataset_ids(check_dataset_folder(path))
     return [s for s, k in _SPLIT_KEYS.items() if ids[k]]
 
 
@@ -284,7 +277,7 @@ def load_nerfies(path: str | os.PathLike, split: str = "train", downscale: float
     Raises:
         DatasetError naming the offending file for any missing / malformed input.
     """
-    folder = _check_folder(path)
+    folder = check_dataset_folder(path)
     if split not in _SPLIT_KEYS:
         raise DatasetError(f"{folder}: unknown split {split!r} for a Nerfies capture (use {', '.join(_SPLIT_KEYS)})")
     if downscale is None or not float(downscale) >= 1.0:
@@ -365,7 +358,7 @@ def load_nerfies(path: str | os.PathLike, split: str = "train", downscale: float
         meta["points"], bb = _bounds_from_points(pp, center, scale)
         bcenter, radius, source = 0.5 * (bb[0] + bb[1]), 0.5 * float(np.linalg.norm(bb[1] - bb[0])), "points"
     else:
-        bcenter, radius = _estimate_bounds(cameras)
+        bcenter, radius = estimate_bounds(cameras)
         bb = np.stack([bcenter - radius, bcenter + radius])
         source = "cameras"
     if not math.isfinite(radius) or radius <= 0:
