@@ -28,26 +28,6 @@ from dyngauss.data.flow import FlowParams, compute_flow_pair, select_flow_pairs 
 from dyngauss.train.scene import dataset_path  # noqa: E402
 
 
-def exact_flow(mesh: S.RestMesh, cfg: S.SyntheticConfig, cam_a, cam_b) -> tuple[np.ndarray, np.ndarray]:
-    """True flow [H,W,2] from frame a to frame b of the built-in scene and where it is defined [H,W] (the
-    pixel sees the object at a and its surface point is inside and unoccluded at b)."""
-    W, H = cam_a.width, cam_a.height
-    Va, Ka, Vb, Kb = [x.numpy().astype(np.float64) for x in (cam_a.viewmat, cam_a.K, cam_b.viewmat, cam_b.K)]
-    q = S._pixel_centres(W, H, 1)
-    pa, pb = S.deform_points(mesh.verts, cam_a.time, cfg), S.deform_points(mesh.verts, cam_b.time, cfg)
-    tri, bary, _ = S.raycast(pa, mesh.faces, Va, Ka, W, H, q)
-    hit = tri >= 0
-    p1 = (pb[mesh.faces[tri[hit]]] * bary[hit][:, :, None]).sum(1)
-    uv1, z1 = S._project(p1, Vb, Kb)
-    inside = (uv1[:, 0] >= 0) & (uv1[:, 0] < W) & (uv1[:, 1] >= 0) & (uv1[:, 1] < H) & (z1 > 0)
-    _, _, d1 = S.raycast(pb, mesh.faces, Vb, Kb, W, H, np.where(inside[:, None], uv1, -1.0))
-    visible = inside & ~(d1 < z1 * (1 - 1e-5) - 1e-6)
-    flow, valid = np.zeros((H * W, 2)), np.zeros(H * W, bool)
-    flow[np.nonzero(hit)[0]] = uv1 - q[hit]
-    valid[np.nonzero(hit)[0]] = visible
-    return flow.reshape(H, W, 2), valid.reshape(H, W)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-angle", type=float, default=30.0, help="pair selection: camera change, degrees")
@@ -75,7 +55,11 @@ def main(argv=None) -> None:
     sub = [pairs[i] for i in rng.choice(len(pairs), min(args.pairs, len(pairs)), replace=False)]
     truth = {}
     for i, j in sub:
-        truth[(i, j)], truth[(j, i)] = exact_flow(mesh, cfg, cams[i], cams[j]), exact_flow(mesh, cfg, cams[j], cams[i])
+        for a, b in ((i, j), (j, i)):
+            ca, cb = cams[a], cams[b]
+            truth[(a, b)] = S.exact_flow(ca.time, ca.viewmat.numpy().astype(np.float64), ca.K.numpy().astype(np.float64),
+                                         cb.time, cb.viewmat.numpy().astype(np.float64), cb.K.numpy().astype(np.float64),
+                                         ca.width, ca.height, cfg, mesh)
     imgs = split.images.numpy()
     alphas = None if split.alphas is None else split.alphas.numpy()[..., 0]
     H, W = imgs.shape[1:3]

@@ -39,7 +39,7 @@ GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".complete"
 
 __all__ = ["SyntheticConfig", "generate", "ensure_scene", "config_hash", "cache_root", "scene_mesh", "rest_mesh",
-           "deform_points", "object_bbox", "render_view", "raycast", "RestMesh", "GENERATOR_VERSION",
+           "deform_points", "object_bbox", "render_view", "raycast", "exact_flow", "RestMesh", "GENERATOR_VERSION",
            "COMPLETE_MARKER"]
 
 
@@ -364,6 +364,30 @@ def render_view(t: float, viewmat: np.ndarray, K: np.ndarray, width: int, height
     prem = col.reshape(height, width, n_s, 3).sum(2)
     rgb = prem / np.maximum(cov, 1)[..., None]
     return rgb, cov / n_s
+
+
+def exact_flow(t_a: float, viewmat_a: np.ndarray, K_a: np.ndarray, t_b: float, viewmat_b: np.ndarray,
+               K_b: np.ndarray, width: int, height: int, cfg: SyntheticConfig = SyntheticConfig(),
+               mesh: RestMesh | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """True 2D flow between two views of the object at two times (any cameras): (flow [H,W,2] pixels from
+    view a to view b, valid [H,W] bool). A pixel of view a is valid when its ray hits the object and that
+    surface point, moved to time t_b, projects inside view b with nothing in front of it (the rule of the
+    video split's ground truth). Used to measure flow priors between training frames."""
+    mesh = mesh or rest_mesh(cfg)
+    W, H = int(width), int(height)
+    q = _pixel_centres(W, H, 1)
+    pa, pb = deform_points(mesh.verts, t_a, cfg), deform_points(mesh.verts, t_b, cfg)
+    tri, bary, _ = raycast(pa, mesh.faces, viewmat_a, K_a, W, H, q)
+    hit = tri >= 0
+    flow, valid = np.zeros((H * W, 2)), np.zeros(H * W, bool)
+    if hit.any():
+        p1 = (pb[mesh.faces[tri[hit]]] * bary[hit][:, :, None]).sum(1)
+        uv1, z1 = _project(p1, viewmat_b, K_b)
+        inside = (uv1[:, 0] >= 0) & (uv1[:, 0] < W) & (uv1[:, 1] >= 0) & (uv1[:, 1] < H) & (z1 > 0)
+        _, _, d1 = raycast(pb, mesh.faces, viewmat_b, K_b, W, H, np.where(inside[:, None], uv1, -1.0))
+        flow[hit] = uv1 - q[hit]
+        valid[hit] = inside & ~(d1 < z1 * (1.0 - 1e-5) - 1e-6)
+    return flow.reshape(H, W, 2), valid.reshape(H, W)
 
 
 # ============================================================================================= dataset writer
