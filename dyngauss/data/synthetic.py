@@ -366,27 +366,39 @@ def render_view(t: float, viewmat: np.ndarray, K: np.ndarray, width: int, height
     return rgb, cov / n_s
 
 
+def _flow_from_hits(tri: np.ndarray, bary: np.ndarray, faces: np.ndarray, verts_b: np.ndarray,
+                    viewmat_b: np.ndarray, K_b: np.ndarray, width: int, height: int, q: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Flow [Q,2] and validity [Q] of the pixels q of view a whose ray hits (tri, bary) carry to view b, where
+    the mesh has vertices verts_b: valid when the moved surface point projects inside view b with nothing in
+    front of it (its own triangle gives the same depth up to rounding)."""
+    W, H = int(width), int(height)
+    hit = tri >= 0
+    flow, valid = np.zeros((len(q), 2)), np.zeros(len(q), bool)
+    if hit.any():
+        p1 = (verts_b[faces[tri[hit]]] * bary[hit][:, :, None]).sum(1)
+        uv1, z1 = _project(p1, viewmat_b, K_b)
+        flow[hit] = uv1 - q[hit]
+        inside = (uv1[:, 0] >= 0) & (uv1[:, 0] < W) & (uv1[:, 1] >= 0) & (uv1[:, 1] < H) & (z1 > 0)
+        _, _, d1 = raycast(verts_b, faces, viewmat_b, K_b, W, H, np.where(inside[:, None], uv1, -1.0))
+        valid[np.nonzero(hit)[0]] = inside & ~(d1 < z1 * (1.0 - 1e-5) - 1e-6)
+    return flow, valid
+
+
 def exact_flow(t_a: float, viewmat_a: np.ndarray, K_a: np.ndarray, t_b: float, viewmat_b: np.ndarray,
                K_b: np.ndarray, width: int, height: int, cfg: SyntheticConfig = SyntheticConfig(),
                mesh: RestMesh | None = None) -> tuple[np.ndarray, np.ndarray]:
     """True 2D flow between two views of the object at two times (any cameras): (flow [H,W,2] pixels from
     view a to view b, valid [H,W] bool). A pixel of view a is valid when its ray hits the object and that
     surface point, moved to time t_b, projects inside view b with nothing in front of it (the rule of the
-    video split's ground truth). Used to measure flow priors between training frames."""
+    video split's ground truth, which uses the same code). Used to measure flow priors between training
+    frames."""
     mesh = mesh or rest_mesh(cfg)
     W, H = int(width), int(height)
     q = _pixel_centres(W, H, 1)
-    pa, pb = deform_points(mesh.verts, t_a, cfg), deform_points(mesh.verts, t_b, cfg)
-    tri, bary, _ = raycast(pa, mesh.faces, viewmat_a, K_a, W, H, q)
-    hit = tri >= 0
-    flow, valid = np.zeros((H * W, 2)), np.zeros(H * W, bool)
-    if hit.any():
-        p1 = (pb[mesh.faces[tri[hit]]] * bary[hit][:, :, None]).sum(1)
-        uv1, z1 = _project(p1, viewmat_b, K_b)
-        inside = (uv1[:, 0] >= 0) & (uv1[:, 0] < W) & (uv1[:, 1] >= 0) & (uv1[:, 1] < H) & (z1 > 0)
-        _, _, d1 = raycast(pb, mesh.faces, viewmat_b, K_b, W, H, np.where(inside[:, None], uv1, -1.0))
-        flow[hit] = uv1 - q[hit]
-        valid[hit] = inside & ~(d1 < z1 * (1.0 - 1e-5) - 1e-6)
+    tri, bary, _ = raycast(deform_points(mesh.verts, t_a, cfg), mesh.faces, viewmat_a, K_a, W, H, q)
+    flow, valid = _flow_from_hits(tri, bary, mesh.faces, deform_points(mesh.verts, t_b, cfg), viewmat_b, K_b,
+                                  W, H, q)
     return flow.reshape(H, W, 2), valid.reshape(H, W)
 
 
@@ -477,17 +489,8 @@ def _video_gt(root: Path, times: np.ndarray, V: np.ndarray, cfg: SyntheticConfig
     for i in range(n - 1):
         tri, bary = hits[i]
         hit = tri >= 0
-        flow = np.zeros((H * W, 2))
-        valid = np.zeros(H * W, bool)
+        flow, valid = _flow_from_hits(tri, bary, mesh.faces, posed[i + 1], V, K, W, H, q)
         if hit.any():
-            p1 = (posed[i + 1][mesh.faces[tri[hit]]] * bary[hit][:, :, None]).sum(1)
-            uv1, z1 = _project(p1, V, K)
-            flow[hit] = uv1 - q[hit]
-            inside = (uv1[:, 0] >= 0) & (uv1[:, 0] < W) & (uv1[:, 1] >= 0) & (uv1[:, 1] < H) & (z1 > 0)
-            _, _, d1 = raycast(posed[i + 1], mesh.faces, V, K, W, H, np.where(inside[:, None], uv1, -1.0))
-            # visible: nothing in front of the point (its own triangle gives d1 == z1 up to rounding)
-            visible = ~(d1 < z1 * (1.0 - 1e-5) - 1e-6)
-            valid[np.nonzero(hit)[0]] = inside & visible
             mags.append(np.linalg.norm(flow[hit], axis=1))
         save_npz(root / "video" / f"flow_{i:03d}.npz", flow=flow.reshape(H, W, 2).astype(np.float32))
         valid_all[i] = valid.reshape(H, W)
