@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Evaluate a run: render a split, write RUN/metrics.json and RUN/renders/<split>/.
 
-    python tools/eval.py --run runs/default [--data PATH] [--split test]
+    python tools/eval.py --run runs/default [--data PATH] [--split test] [--twist-slices 6]
+
+--twist-slices N also prints the axial twist error of the 3D tracks (dyngauss/eval/twist.py): for N slices
+along the object's rest long axis (--twist-axis), how many degrees the model turns each cross-section about
+the axis compared with the ground truth, at a few times of the track split; saved to RUN/twist_error.json.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--backend", default=None, help="render backend (default: the run's)")
     ap.add_argument("--no-renders", action="store_true", help="do not write PNG renders")
+    ap.add_argument("--twist-slices", type=int, default=0, help="also report the axial twist error (0 = off)")
+    ap.add_argument("--twist-axis", choices=("x", "y", "z"), default="z", help="the object's rest long axis")
     args = ap.parse_args(argv)
     from dyngauss.data.dnerf import DatasetError
     from dyngauss.data.loaders import load_split
@@ -38,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         split = load_split(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
         metrics = evaluate_run(model, split, run_dir, args.split, backend=args.backend or cfg.render.backend,
                                save_renders=not args.no_renders, lpips=cfg.eval.lpips, data_path=data)
-    except (DatasetError, CheckpointError) as e:
+        twist = _twist_report(model, data, run_dir, args.twist_slices, "xyz".index(args.twist_axis), metrics) \
+            if args.twist_slices else None
+    except (DatasetError, CheckpointError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  LPIPS {metrics['lpips']}  "
@@ -46,7 +54,42 @@ def main(argv: list[str] | None = None) -> int:
     if metrics.get("track_epe") is not None or metrics.get("flow_epe_px") is not None:
         print(f"motion: flow EPE {metrics.get('flow_epe_px')} px  track EPE {metrics.get('track_epe')} "
               f"({metrics.get('track_epe_rel')} of the extent)")
+    if twist is not None:
+        print(twist)
     return 0
+
+
+def _twist_report(model, data: Path, run_dir: Path, slices: int, axis: int, metrics: dict) -> str:
+    """Axial twist error table (degrees) for the run's track split; also written to RUN/twist_error.json."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from dyngauss.data.dnerf import DatasetError, load_tracks
+    from dyngauss.eval.motion import track_epe
+    from dyngauss.eval.twist import axial_twist_error
+
+    if not (data / "gt_tracks.npz").is_file():
+        raise DatasetError(f"--twist-slices needs {data / 'gt_tracks.npz'}")
+    tracks = load_tracks(data)
+    if "rest_xyz" not in tracks:
+        raise DatasetError("--twist-slices needs rest_xyz in gt_tracks.npz")
+    split = metrics.get("track_split") or "video"
+    with torch.no_grad():
+        te = track_epe(model, tracks, split=split, return_pred=True)
+    rest = tracks["rest_xyz"][:, axis]
+    err = axial_twist_error(te["pred"], te["gt"], rest, slices)
+    times = [float(t) for t in tracks[f"times_{split}"]]
+    edges = [float(v) for v in np.linspace(rest.min(), rest.max(), slices + 1)]
+    (run_dir / "twist_error.json").write_text(json.dumps(
+        {"split": split, "times": times, "slice_edges": edges, "twist_error_deg": err.tolist()}, indent=1))
+    cols = sorted({len(times) // 4, len(times) // 2, 3 * len(times) // 4, len(times) - 1})
+    lines = [f"axial twist error (degrees, prediction minus truth; {split} split, reference t={times[0]:.2f}):",
+             "  rest slice        " + " ".join(f"t={times[j]:5.2f}" for j in cols)]
+    for s in range(slices):
+        lines.append(f"  [{edges[s]:+.2f}, {edges[s + 1]:+.2f}]  " + " ".join(f"{err[s, j]:+7.1f}" for j in cols))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
