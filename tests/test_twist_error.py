@@ -39,7 +39,7 @@ def test_recovers_known_twist_difference_under_a_rigid_motion():
     slices = 8
     err = axial_twist_error(pred, gt, rest[:, 2], slices)
     assert err.shape == (slices, 3)
-    edges = np.linspace(rest[:, 2].min(), rest[:, 2].max(), slices + 1)
+    edges = np.linspace(rest[:, 2].min(), rest[:, 2].max(), slices + 1)     # independent of slice_edges
     for s in range(slices):
         zs = rest[(rest[:, 2] >= edges[s]) & (rest[:, 2] <= edges[s + 1]), 2]
         for j, t in enumerate(times):

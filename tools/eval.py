@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--twist-slices", type=int, default=0, help="also report the axial twist error (0 = off)")
     ap.add_argument("--twist-axis", choices=("x", "y", "z"), default="z", help="the object's rest long axis")
     args = ap.parse_args(argv)
+    if args.twist_slices < 0 or args.twist_slices == 1:
+        ap.error("--twist-slices must be 0 (off) or >= 2")
     from dyngauss.data.dnerf import DatasetError
     from dyngauss.data.loaders import load_split
     from dyngauss.eval.evaluate import evaluate_run
@@ -44,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         split = load_split(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
         metrics = evaluate_run(model, split, run_dir, args.split, backend=args.backend or cfg.render.backend,
                                save_renders=not args.no_renders, lpips=cfg.eval.lpips, data_path=data)
-        twist = _twist_report(model, data, run_dir, args.twist_slices, "xyz".index(args.twist_axis), metrics) \
-            if args.twist_slices else None
-    except (DatasetError, CheckpointError, ValueError, KeyError) as e:
+        twist = None
+        if args.twist_slices:
+            try:
+                twist = _twist_report(model, data, run_dir, args.twist_slices, "xyz".index(args.twist_axis), metrics)
+            except (ValueError, KeyError) as e:  # bad slice count, a split without tracks
+                raise DatasetError(f"twist error: {e}") from e
+    except (DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  LPIPS {metrics['lpips']}  "
@@ -63,12 +69,11 @@ def _twist_report(model, data: Path, run_dir: Path, slices: int, axis: int, metr
     """Axial twist error table (degrees) for the run's track split; also written to RUN/twist_error.json."""
     import json
 
-    import numpy as np
     import torch
 
     from dyngauss.data.dnerf import DatasetError, load_tracks
     from dyngauss.eval.motion import track_epe
-    from dyngauss.eval.twist import axial_twist_error
+    from dyngauss.eval.twist import axial_twist_error, slice_edges
 
     if not (data / "gt_tracks.npz").is_file():
         raise DatasetError(f"--twist-slices needs {data / 'gt_tracks.npz'}")
@@ -81,7 +86,7 @@ def _twist_report(model, data: Path, run_dir: Path, slices: int, axis: int, metr
     rest = tracks["rest_xyz"][:, axis]
     err = axial_twist_error(te["pred"], te["gt"], rest, slices)
     times = [float(t) for t in tracks[f"times_{split}"]]
-    edges = [float(v) for v in np.linspace(rest.min(), rest.max(), slices + 1)]
+    edges = [float(v) for v in slice_edges(rest, slices)]
     (run_dir / "twist_error.json").write_text(json.dumps(
         {"split": split, "times": times, "slice_edges": edges, "twist_error_deg": err.tolist()}, indent=1))
     cols = sorted({len(times) // 4, len(times) // 2, 3 * len(times) // 4, len(times) - 1})

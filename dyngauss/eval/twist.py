@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["axial_twist_error"]
+__all__ = ["axial_twist_error", "slice_edges"]
 
 
 def _slice_normal(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c = g.mean(0)
     _, _, vt = np.linalg.svd(g - c, full_matrices=False)
     return c, vt[-1]
+
+
+def slice_edges(rest_coord: np.ndarray, slices: int) -> np.ndarray:
+    """The `slices` + 1 edges of the equal bins of the rest coordinate that :func:`axial_twist_error` uses."""
+    z = np.asarray(rest_coord, dtype=np.float64).reshape(-1)
+    return np.linspace(z.min(), z.max(), slices + 1)
 
 
 def axial_twist_error(pred: np.ndarray, gt: np.ndarray, rest_coord: np.ndarray, slices: int = 6) -> np.ndarray:
@@ -43,7 +49,7 @@ def axial_twist_error(pred: np.ndarray, gt: np.ndarray, rest_coord: np.ndarray, 
         raise ValueError(f"rest_coord has {z.shape[0]} entries for {gt.shape[0]} points")
     if slices < 2:
         raise ValueError("slices must be >= 2")
-    edges = np.linspace(z.min(), z.max(), slices + 1)
+    edges = slice_edges(z, slices)
     which = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, slices - 1)
     members = [np.nonzero(which == s)[0] for s in range(slices)]
     if min(len(m) for m in members) < 3:
