@@ -57,9 +57,8 @@ def main(argv=None) -> None:
     for i, j in sub:
         for a, b in ((i, j), (j, i)):
             ca, cb = cams[a], cams[b]
-            truth[(a, b)] = S.exact_flow(ca.time, ca.viewmat.numpy().astype(np.float64), ca.K.numpy().astype(np.float64),
-                                         cb.time, cb.viewmat.numpy().astype(np.float64), cb.K.numpy().astype(np.float64),
-                                         ca.width, ca.height, cfg, mesh)
+            Va, Ka, Vb, Kb = (x.numpy().astype(np.float64) for x in (ca.viewmat, ca.K, cb.viewmat, cb.K))
+            truth[(a, b)] = S.exact_flow(ca.time, Va, Ka, cb.time, Vb, Kb, ca.width, ca.height, cfg, mesh)
     imgs = split.images.numpy()
     alphas = None if split.alphas is None else split.alphas.numpy()[..., 0]
     H, W = imgs.shape[1:3]

@@ -74,10 +74,9 @@ def _twist_report(model, data: Path, run_dir: Path, slices: int, axis: int, metr
     from dyngauss.data.dnerf import DatasetError, load_tracks
     from dyngauss.eval.motion import track_epe
     from dyngauss.eval.twist import axial_twist_error, slice_edges
+    from dyngauss.io import atomic_write_text
 
-    if not (data / "gt_tracks.npz").is_file():
-        raise DatasetError(f"--twist-slices needs {data / 'gt_tracks.npz'}")
-    tracks = load_tracks(data)
+    tracks = load_tracks(data)  # DatasetError naming gt_tracks.npz when it is missing or unreadable
     if "rest_xyz" not in tracks:
         raise DatasetError("--twist-slices needs rest_xyz in gt_tracks.npz")
     split = metrics.get("track_split") or "video"
@@ -87,7 +86,7 @@ def _twist_report(model, data: Path, run_dir: Path, slices: int, axis: int, metr
     err = axial_twist_error(te["pred"], te["gt"], rest, slices)
     times = [float(t) for t in tracks[f"times_{split}"]]
     edges = [float(v) for v in slice_edges(rest, slices)]
-    (run_dir / "twist_error.json").write_text(json.dumps(
+    atomic_write_text(run_dir / "twist_error.json", json.dumps(
         {"split": split, "times": times, "slice_edges": edges, "twist_error_deg": err.tolist()}, indent=1))
     cols = sorted({len(times) // 4, len(times) // 2, 3 * len(times) // 4, len(times) - 1})
     lines = [f"axial twist error (degrees, prediction minus truth; {split} split, reference t={times[0]:.2f}):",
