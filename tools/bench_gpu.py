@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from dyngauss.config import load_config  # noqa: E402
+from dyngauss.io import atomic_write_text  # noqa: E402
 
 
 def bench_field(kind: str, args) -> dict:
@@ -38,6 +40,8 @@ def bench_field(kind: str, args) -> dict:
                  f"data.downscale={args.downscale}", "export.enabled=false", *args.overrides]
     if args.iters:
         overrides.append(f"train.iters={args.iters}")
+    if args.time_limit:
+        overrides.append(f"train.time_limit_s={args.time_limit}")
     cfg = load_config(ROOT / args.config, overrides)
     dev = torch.device(args.device)
     if dev.type == "cuda":
@@ -52,7 +56,7 @@ def bench_field(kind: str, args) -> dict:
                           reps=args.reps, frame_for_time=model.frame_for_time, near=cfg.render.near,
                           far=cfg.render.far, eps2d=cfg.render.eps2d)
     return {"field": kind, "train_seconds": metrics["train_seconds"], "job_wall_seconds": wall,
-            "iters": cfg.train.iters, "psnr": metrics["psnr"], "ssim": metrics["ssim"],
+            "iters": cfg.train.iters, "steps": metrics["steps"], "psnr": metrics["psnr"], "ssim": metrics["ssim"],
             "num_gaussians": metrics["num_gaussians"], "resolution": [test.width, test.height],
             "peak_gpu_mib": peak, "track_epe_rel": metrics.get("track_epe_rel"), **timing}
 
@@ -66,26 +70,40 @@ def main(argv=None) -> int:
     ap.add_argument("--downscale", type=int, default=1)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="stop each field's training after this many seconds (then evaluate); 0: off")
     ap.add_argument("--out", default="runs/bench_gpu")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may come before and after options
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: CUDA is not available (use --device cpu for a smoke run)", file=sys.stderr)
         return 2
-    rows = [bench_field(k, args) for k in args.fields]
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"\ndevice: {dev_name}, torch {torch.__version__}")
-    print(f"{'field':6s} {'train s':>8s} {'PSNR':>6s} {'SSIM':>6s} {'N':>7s} {'FPS def':>8s} {'FPS stat':>8s} "
-          f"{'def/stat':>8s} {'cache/stat':>10s} {'peak MiB':>8s}")
-    for r in rows:
-        peak = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
-        print(f"{r['field']:6s} {r['train_seconds']:8.0f} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['num_gaussians']:7d} "
-              f"{r['deformed_fps']:8.1f} {r['static_fps']:8.1f} {r['deformed_over_static']:8.2f} "
-              f"{r['cached_over_static']:10.2f} {peak:>8s}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_gpu.json").write_text(json.dumps({"device": dev_name, "rows": rows}, indent=1))
-    return 0
+    rows, failed = [], []
+    for k in args.fields:  # one field failing must not lose the other's figures
+        try:
+            rows.append(bench_field(k, args))
+        except Exception:  # noqa: BLE001 - reported, and the exit status says so
+            traceback.print_exc()
+            failed.append(k)
+        atomic_write_text(out / "bench_gpu.json", json.dumps({"device": dev_name, "torch": torch.__version__,
+                                                              "rows": rows, "failed": failed}, indent=1))
+    print(f"\ndevice: {dev_name}, torch {torch.__version__}")
+    head = ("field", "steps", "train s", "PSNR", "SSIM", "N", "track %", "FPS def", "FPS stat", "def/stat",
+            "cache/stat", "peak MiB")
+    print(" ".join(f"{h:>9s}" for h in head))
+    for r in rows:
+        track = f"{100 * r['track_epe_rel']:.2f}" if r["track_epe_rel"] is not None else "-"
+        peak = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
+        cells = (r["field"], r["steps"], f"{r['train_seconds']:.0f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
+                 r["num_gaussians"], track, f"{r['deformed_fps']:.1f}", f"{r['static_fps']:.1f}",
+                 f"{r['deformed_over_static']:.2f}", f"{r['cached_over_static']:.2f}", peak)
+        print(" ".join(f"{str(c):>9s}" for c in cells))
+    if failed:
+        print(f"error: the benchmark failed for {', '.join(failed)} (traceback above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def evaluate_split(model: LoadedModel, split, run_dir: Path | None, split_name: 
                    save_renders: bool = True, lpips: bool = True) -> dict:
     """Metrics of one split (a DNeRFSplit). FPS counts the deformation field evaluation and the rasterization."""
     cfg = model.cfg
-    bg = torch.tensor(cfg.data.background, dtype=torch.float32)
+    device = model.gaussians.means.device
+    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=device)
     lp = LpipsMetric() if lpips else None
     ps, ss, ls, secs = [], [], [], []
     for i, cam in enumerate(split.cameras):
@@ -35,8 +36,10 @@ def evaluate_split(model: LoadedModel, split, run_dir: Path | None, split_name: 
         out, _ = render_gaussians(model.gaussians, model.deform, cam, t, frame=model.frame_for_time(t),
                                   background=bg, backend=backend, near=cfg.render.near, far=cfg.render.far,
                                   eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
+        if device.type == "cuda":  # kernels run asynchronously: time the finished frame
+            torch.cuda.synchronize(device)
         secs.append(time.perf_counter() - t0)
-        img, gt = out.rgb[0].clamp(0, 1), split.images[i]
+        img, gt = out.rgb[0].clamp(0, 1), split.images[i].to(device)
         ps.append(float(psnr(img, gt)))
         ss.append(float(ssim(img, gt)))
         if lp is not None and lp.available:

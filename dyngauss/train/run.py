@@ -17,7 +17,7 @@ def run_job(cfg: Config, resume: bool = False, log=print) -> dict:
         f"deform={cfg.deform.kind}, {len(trainer.gaussians)} initial Gaussians)")
     trainer.train()
     run_dir = Path(cfg.out)
-    model = load_model(run_dir)
+    model = load_model(run_dir, device=trainer.device)  # evaluate where it trained (gsplat on a GPU)
     metrics: dict = {}
     from ..eval.evaluate import evaluate_run
 

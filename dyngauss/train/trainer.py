@@ -277,7 +277,7 @@ class Trainer:
         self.strategy.grow_grad2d = float("inf") if cap and n0 >= cap else self._grow_grad2d
         with self.streams.global_cpu("densify"):  # its random split samples: a stream of their own
             self.strategy.step_post_backward(self.gaussians.params, self.optimizers, self.strategy_state, step,
-                                             info, packed=False)
+                                             info, packed=info.get("gaussian_ids") is not None)
         if len(self.gaussians) != n0 or (step + 1) % self.cfg.densify.refine_every == 0:
             self.deform.on_gaussians_changed(self.gaussians.means.detach())
             if self.terms is not None:
