@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """GPU benchmark (issue "GPU path"): full training on a D-NeRF scene with each deformation field, then test
 PSNR/SSIM, render FPS at the dataset resolution including the deformation field, the deformed/static render
-time ratio, the cached-field (playback) ratio and peak GPU memory.
+time ratio, the cached-field (playback) and CUDA-graph-replayed field ratios and peak GPU memory.
 
     python tools/bench_gpu.py                                  # ../shared/data/twist, mlp and nodes, CUDA
     python tools/bench_gpu.py --fields mlp --iters 20000 --out runs/bench_gpu
@@ -92,14 +92,15 @@ def main(argv=None) -> int:
                                                               "rows": rows, "failed": failed}, indent=1))
     print(f"\ndevice: {dev_name}, torch {torch.__version__}")
     head = ("field", "steps", "train s", "PSNR", "SSIM", "N", "track %", "FPS def", "FPS stat", "def/stat",
-            "cache/stat", "peak MiB")
+            "cache/stat", "graph/stat", "peak MiB")
     print(" ".join(f"{h:>9s}" for h in head))
     for r in rows:
         track = f"{100 * r['track_epe_rel']:.2f}" if r["track_epe_rel"] is not None else "-"
         peak = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         cells = (r["field"], r["steps"], f"{r['train_seconds']:.0f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
                  r["num_gaussians"], track, f"{r['deformed_fps']:.1f}", f"{r['static_fps']:.1f}",
-                 f"{r['deformed_over_static']:.2f}", f"{r['cached_over_static']:.2f}", peak)
+                 f"{r['deformed_over_static']:.2f}", f"{r['cached_over_static']:.2f}",
+                 f"{r['graphed_over_static']:.2f}" if "graphed_over_static" in r else "-", peak)
         print(" ".join(f"{str(c):>9s}" for c in cells))
     if failed:
         print(f"error: the benchmark failed for {', '.join(failed)} (traceback above)", file=sys.stderr)

@@ -35,7 +35,7 @@ timeout $t_tests python3 -m pytest -q -rs -p no:cacheprovider tests/test_gsplat_
 echo "[$(elapsed) s] pytest rc=$?"; tail -15 "$OUT/pytest_gpu.log"
 
 left=$(( BUDGET - $(elapsed) ))
-per_field=$(( (left - 2 * 75) / 2 )); [ $per_field -gt 240 ] && per_field=240
+per_field=$(( (left - 2 * 35) / 2 )); [ $per_field -gt 240 ] && per_field=240
 if [ $per_field -lt 20 ]; then echo "no time left for the benchmark"; exit 1; fi
 echo "[$(elapsed) s] benchmark, training capped at $per_field s per field"
 python3 tools/bench_gpu.py --data "$DATA" --out /tmp/bench_gpu --time-limit $per_field train.progress=false "$@" \

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def pe_window(alpha: float, num_freqs: int, device=None, dtype=torch.float32) -> torch.Tensor:
+def pe_window(alpha: float | torch.Tensor, num_freqs: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Nerfies coarse-to-fine window: w_j = (1 - cos(pi * clamp(alpha - j, 0, 1))) / 2, j < num_freqs."""
     j = torch.arange(num_freqs, device=device, dtype=dtype)
     return 0.5 * (1 - torch.cos(math.pi * (alpha - j).clamp(0.0, 1.0)))
@@ -120,8 +120,11 @@ def frame_interp(frame_times: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tens
     return order[lo], order[hi], a
 
 
-def anneal_alpha(num_freqs: int, step: float, anneal_steps: int) -> float | None:
-    """Nerfies coarse-to-fine window position at `step` (None: no annealing, all bands on)."""
+def anneal_alpha(num_freqs: int, step: float | torch.Tensor, anneal_steps: int) -> float | torch.Tensor | None:
+    """Nerfies coarse-to-fine window position at `step` (None: no annealing, all bands on). A tensor step (the
+    fields' step buffer) gives a 0-d tensor on its device: no host sync, so posing can be a CUDA graph."""
     if anneal_steps <= 0:
         return None
+    if isinstance(step, torch.Tensor):
+        return num_freqs * (step.to(torch.float32) / anneal_steps).clamp(max=1.0)
     return num_freqs * min(1.0, float(step) / anneal_steps)

@@ -257,7 +257,9 @@ class NodeDeformField(DeformField):
                 tt = torch.as_tensor(t, dtype=self.table_times.dtype, device=pos.device).reshape(1)
                 lo, hi, a = frame_interp(self.table_times, tt)
                 a = a.to(dtype)
-                s = s + (1 - a) * self.node_table[lo[0]] + a * self.node_table[hi[0]]
+                # index_select, not [lo[0]]: a 0-d CUDA index would sync (and break CUDA-graph capture)
+                tab = self.node_table
+                s = s + (1 - a) * tab.index_select(0, lo)[0] + a * tab.index_select(0, hi)[0]
         return s, (self.dscale_head(h) if self.dscale_head is not None else None)
 
     def node_motion(self, t, frame=None) -> NodeMotion:
