@@ -30,7 +30,8 @@ echo "[$(elapsed) s] builds done (gsplat rc=$gs_rc): $(grep real "$OUT/gsplat_bu
 if [ $gs_rc -ne 0 ]; then tail -30 "$OUT/gsplat_build.log"; exit 1; fi
 
 t_tests=$(( BUDGET - $(elapsed) - 60 )); [ $t_tests -lt 120 ] && t_tests=120
-timeout $t_tests python3 -m pytest -q -rs -p no:cacheprovider tests/test_gsplat_backend.py \
+timeout $t_tests python3 -m pytest -q -rs -p no:cacheprovider \
+    tests/test_gsplat_backend.py tests/test_graphed_pose.py \
     > "$OUT/pytest_gpu.log" 2>&1
 echo "[$(elapsed) s] pytest rc=$?"; tail -15 "$OUT/pytest_gpu.log"
 
