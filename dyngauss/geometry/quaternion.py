@@ -22,8 +22,9 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def quat_conjugate(q: torch.Tensor) -> torch.Tensor:
-    """Conjugate (= inverse for unit quaternions)."""
-    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
+    """Conjugate (= inverse for unit quaternions). Built on the device (no host-to-device sign vector), so it
+    can run inside a CUDA-graph capture."""
+    return torch.cat([q[..., :1], -q[..., 1:]], -1)
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
