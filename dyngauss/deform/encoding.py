@@ -126,5 +126,5 @@ def anneal_alpha(num_freqs: int, step: float | torch.Tensor, anneal_steps: int) 
     if anneal_steps <= 0:
         return None
     if isinstance(step, torch.Tensor):
-        return num_freqs * (step.to(torch.float32) / anneal_steps).clamp(max=1.0)
+        return num_freqs * (step.to(torch.float64) / anneal_steps).clamp(max=1.0)  # float64: as the float path
     return num_freqs * min(1.0, float(step) / anneal_steps)
