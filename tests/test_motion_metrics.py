@@ -11,7 +11,7 @@ import torch
 
 from dyngauss.data.camera import Camera, viewmat_to_opengl_c2w
 from dyngauss.deform.base import DeformField, Motion
-from dyngauss.eval.motion import evaluate_motion, flow_epe, track_epe
+from dyngauss.eval.motion import evaluate_motion, flow_epe, track_epe, track_epe_strided
 from dyngauss.eval.plots import flow_to_color, save_flow_comparison, save_track_plot
 from dyngauss.gaussians import GaussianInitConfig, Gaussians
 from dyngauss.geometry.quaternion import quat_rotate
@@ -235,6 +235,25 @@ def test_track_epe_trajectory_model():
     assert bad["track_epe_rel"] > 1e-3 and bad["track_within_1pct"] < 1.0
 
 
+def test_track_epe_strided_averages_reference_times():
+    """Strided queries: exact for the true motion; for a wrong one, the mean of track_epe over the reference
+    times 0, stride, 2 stride, ... (computed here one reference at a time)."""
+    xyz, times = _twist_tracks()
+    tracks = {"xyz_video": xyz, "times_video": times}
+    good = track_epe_strided(_model(xyz[:, 0], TrajectoryField(xyz, times)), tracks, stride=2)
+    assert good["track_epe_strided_rel"] < 1e-5
+    shifted = np.concatenate([xyz[:, :1], xyz[:, :-1]], 1)
+    bad_model = _model(xyz[:, 0], TrajectoryField(shifted, times))
+    bad = track_epe_strided(bad_model, tracks, stride=2)
+    refs = list(range(0, len(times), 2))
+    per = [track_epe(bad_model, tracks, ref_index=r)["track_epe"] for r in refs]
+    assert bad["track_strided_ref_times"] == pytest.approx([float(times[r]) for r in refs])
+    assert bad["track_epe_strided"] == pytest.approx(float(np.mean(per)), rel=1e-12)
+    assert len(set(round(v, 9) for v in per)) > 1  # the reference time matters for a wrong motion
+    with pytest.raises(ValueError, match="stride"):
+        track_epe_strided(bad_model, tracks, stride=0)
+
+
 def test_track_epe_on_shared_twist(twist_path):
     from dyngauss.data.dnerf import load_tracks
 
@@ -291,7 +310,8 @@ def test_evaluate_motion_end_to_end(tmp_path):
     model = _model(_plane(), TranslateField(v), scale=0.06)
     plots = tmp_path / "plots"
     res = evaluate_motion(model, data, backend="torch", plots_dir=plots)
-    for k in ("flow_epe_px", "track_epe", "track_epe_rel", "track_within_1pct", "track_within_5pct"):
+    for k in ("flow_epe_px", "track_epe", "track_epe_rel", "track_within_1pct", "track_within_5pct",
+              "track_epe_strided", "track_epe_strided_rel"):
         assert k in res and res[k] is not None
     assert res["flow_epe_px"] < 1e-3 and res["track_split"] == "video"
     assert (plots / "tracks.png").is_file() and list(plots.glob("flow_*.png"))

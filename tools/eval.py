@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
           f"FPS {metrics['fps']:.1f}  Gaussians {metrics['num_gaussians']}  -> {run_dir / 'metrics.json'}")
     if metrics.get("track_epe") is not None or metrics.get("flow_epe_px") is not None:
         print(f"motion: flow EPE {metrics.get('flow_epe_px')} px  track EPE {metrics.get('track_epe')} "
-              f"({metrics.get('track_epe_rel')} of the extent)")
+              f"({metrics.get('track_epe_rel')} of the extent; strided references "
+              f"{metrics.get('track_epe_strided_rel')})")
     if twist is not None:
         print(twist)
     return 0

@@ -30,7 +30,8 @@ def run_job(cfg: Config, resume: bool = False, log=print) -> dict:
         f"train {metrics['train_seconds']:.0f} s")
     if metrics.get("track_epe") is not None:
         log(f"motion: flow EPE {metrics.get('flow_epe_px'):.3f} px  track EPE {metrics['track_epe']:.4f} "
-            f"({100 * metrics['track_epe_rel']:.2f}% of the extent)")
+            f"({100 * metrics['track_epe_rel']:.2f}% of the extent; strided references "
+            f"{100 * metrics['track_epe_strided_rel']:.2f}%)")
     if cfg.export.enabled:
         from ..export.sequence import export_sequence, times_for
 
