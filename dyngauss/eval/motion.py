@@ -304,7 +304,8 @@ def evaluate_motion(model: "LoadedModel", data_path, backend: str = "auto", trac
                         "track_extent"):
                 out[key] = te[key]
             st = track_epe_strided(model, tr, split=split, k=k)
-            out["track_epe_strided"], out["track_epe_strided_rel"] = st["track_epe_strided"], st["track_epe_strided_rel"]
+            out["track_epe_strided"] = st["track_epe_strided"]
+            out["track_epe_strided_rel"] = st["track_epe_strided_rel"]
             if plots_dir is not None:
                 from .plots import save_track_plot
 
