@@ -139,8 +139,17 @@ def flow_epe(model: "LoadedModel", video_cameras: Sequence[Camera], gt_flow: tor
 # ----------------------------------------------------------------------------------------------- tracks
 
 @torch.no_grad()
+def track_poses(model: "LoadedModel", times) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(means, motion rotation) of the Gaussians at each time: posed once, shared by several references."""
+    poses = []
+    for t in times:
+        means, _, _, rot = pose_at(model, float(t))
+        poses.append((means, rot))
+    return poses
+
+
 def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_index: int = 0, k: int = 4,
-              min_opacity: float = 0.05, return_pred: bool = False) -> dict:
+              min_opacity: float = 0.05, return_pred: bool = False, poses: list | None = None) -> dict:
     """3D track end-point error (protocol in the module docstring).
 
     Args:
@@ -150,6 +159,7 @@ def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_inde
         ref_index: index of the reference time (where points are attached to Gaussians).
         k: Gaussians per point; min_opacity: ignore fainter Gaussians (used only if any Gaussian passes).
         return_pred: also return ``pred`` [P,T,3] and ``gt`` [P,T,3] numpy arrays (for plots).
+        poses: :func:`track_poses` of the split's times, when the caller already has them (else posed here).
     Returns: dict ``track_epe``, ``track_epe_rel``, ``track_within_1pct``, ``track_within_5pct``,
         ``track_extent``, ``track_epe_per_time`` (list, 0 at the reference), ``track_split``,
         ``track_ref_time``, ``track_k``, ``track_num_points``.
@@ -169,7 +179,11 @@ def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_inde
     flat = gt.reshape(-1, 3)
     extent = float((flat.max(0).values - flat.min(0).values).norm())
 
-    mu_ref, _, _, rot_ref = pose_at(model, float(times[ref_index]))
+    if poses is None:
+        poses = track_poses(model, times)
+    if len(poses) != T:
+        raise ValueError(f"{len(poses)} poses for {T} times")
+    mu_ref, rot_ref = poses[ref_index]
     sel = torch.nonzero(g.opacities.detach().reshape(-1) >= min_opacity).reshape(-1)
     if sel.numel() == 0:
         sel = torch.arange(mu_ref.shape[0], device=dev)
@@ -188,7 +202,7 @@ def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_inde
         if j == ref_index:
             pred[:, j] = p_ref.double().cpu()
             continue
-        mu_t, _, _, rot_t = pose_at(model, float(times[j]))
+        mu_t, rot_t = poses[j]
         carried = mu_t[idx].double() + quat_rotate(rot_t[idx].double(), off)
         pred[:, j] = (w[..., None] * carried).sum(1).cpu()
     err = (pred - gt).norm(dim=-1)                         # [P,T]
@@ -208,7 +222,7 @@ def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_inde
 
 
 def track_epe_strided(model: "LoadedModel", tracks: dict, split: str = "video", stride: int = 5, k: int = 4,
-                      min_opacity: float = 0.05) -> dict:
+                      min_opacity: float = 0.05, poses: list | None = None) -> dict:
     """3D track EPE with TAP-Vid's "strided" queries: :func:`track_epe` with the reference at every
     `stride`-th time (0, stride, 2 stride, ...), averaged, so that how well one frame (e.g. the first) is fitted
     does not decide where every point is attached. Each reference contributes the same number of errors
@@ -216,10 +230,12 @@ def track_epe_strided(model: "LoadedModel", tracks: dict, split: str = "video", 
     Returns ``track_epe_strided``, ``track_epe_strided_rel`` and ``track_strided_ref_times``."""
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    T = int(np.asarray(tracks[f"times_{split}"]).shape[0]) if f"times_{split}" in tracks else 0
-    per = [track_epe(model, tracks, split, ref_index=r, k=k, min_opacity=min_opacity) for r in range(0, T, stride)]
-    if not per:
+    times = np.asarray(tracks.get(f"times_{split}", []))
+    if times.shape[0] == 0:
         raise KeyError(f"tracks have no times for split {split!r}")
+    poses = track_poses(model, times) if poses is None else poses
+    per = [track_epe(model, tracks, split, ref_index=r, k=k, min_opacity=min_opacity, poses=poses)
+           for r in range(0, times.shape[0], stride)]
     rel = [r["track_epe_rel"] for r in per]
     return {"track_epe_strided": float(np.mean([r["track_epe"] for r in per])),
             "track_epe_strided_rel": float(np.mean(rel)) if None not in rel else None,
@@ -299,11 +315,12 @@ def evaluate_motion(model: "LoadedModel", data_path, backend: str = "auto", trac
         if tr is not None:
             splits = tr["splits"]
             split = track_split or ("video" if "video" in splits else ("test" if "test" in splits else splits[0]))
-            te = track_epe(model, tr, split=split, k=k, return_pred=plots_dir is not None)
+            poses = track_poses(model, tr[f"times_{split}"]) if f"times_{split}" in tr else None
+            te = track_epe(model, tr, split=split, k=k, return_pred=plots_dir is not None, poses=poses)
             for key in ("track_epe", "track_epe_rel", "track_within_1pct", "track_within_5pct", "track_split",
                         "track_extent"):
                 out[key] = te[key]
-            st = track_epe_strided(model, tr, split=split, k=k)
+            st = track_epe_strided(model, tr, split=split, k=k, poses=poses)
             out["track_epe_strided"] = st["track_epe_strided"]
             out["track_epe_strided_rel"] = st["track_epe_strided_rel"]
             if plots_dir is not None:
