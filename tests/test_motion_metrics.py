@@ -252,6 +252,10 @@ def test_track_epe_strided_averages_reference_times():
     assert len(set(round(v, 9) for v in per)) > 1  # the reference time matters for a wrong motion
     with pytest.raises(ValueError, match="stride"):
         track_epe_strided(bad_model, tracks, stride=0)
+    with pytest.raises(KeyError, match="no times"):
+        track_epe_strided(bad_model, {"xyz_video": xyz}, stride=2)
+    with pytest.raises(ValueError, match="poses for"):
+        track_epe(bad_model, tracks, poses=[])
 
 
 def test_track_epe_on_shared_twist(twist_path):
