@@ -22,7 +22,7 @@ from dyngauss.export.ply import (PlyError, gaussian_property_names, read_gaussia
                                  read_points_ply, write_gaussians_ply, write_line_set_ply, write_points_ply)
 from dyngauss.export.sequence import (SequenceError, export_sequence, is_complete_sequence,  # noqa: E402
                                       load_manifest, times_for)
-from dyngauss.gaussians import Gaussians  # noqa: E402
+from dyngauss.model.gaussians import Gaussians  # noqa: E402
 from dyngauss.geometry.quaternion import quat_multiply, quat_normalize  # noqa: E402
 
 C0 = 0.28209479177387814

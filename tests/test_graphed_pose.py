@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dyngauss.deform.factory import DeformConfig, build_deform
-from dyngauss.gaussians import Gaussians
+from dyngauss.model.gaussians import Gaussians
 from dyngauss.render.graphed import GraphedPoser
 from dyngauss.render.scene import posed_gaussians
 

@@ -13,7 +13,7 @@ from dyngauss.data.camera import Camera, viewmat_to_opengl_c2w
 from dyngauss.deform.base import DeformField, Motion
 from dyngauss.eval.motion import evaluate_motion, flow_epe, track_epe, track_epe_strided
 from dyngauss.eval.plots import flow_to_color, save_flow_comparison, save_track_plot
-from dyngauss.gaussians import GaussianInitConfig, Gaussians
+from dyngauss.model.gaussians import GaussianInitConfig, Gaussians
 from dyngauss.geometry.quaternion import quat_rotate
 from dyngauss.geometry.so3 import so3_exp_quat
 from dyngauss.render.flow import gaussian_flow_2d, render_flow

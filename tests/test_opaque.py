@@ -11,7 +11,7 @@ from PIL import Image
 
 from dyngauss.config import load_config
 from dyngauss.export.ply import write_points_ply
-from dyngauss.gaussians import GaussianInitConfig
+from dyngauss.model.gaussians import GaussianInitConfig
 from dyngauss.train.init import initial_gaussians, load_sfm_points
 from dyngauss.train.trainer import Trainer
 

@@ -123,7 +123,7 @@ def test_tile_size_does_not_change_result():
 
 
 def test_sh_degree0_equals_rgb():
-    from dyngauss.render.sh import rgb_to_sh0
+    from dyngauss.geometry.sh import rgb_to_sh0
 
     cam = _cam()
     means, quats, scales, opac, cols, _ = _random_scene(n=6)
@@ -139,7 +139,7 @@ def test_sh_basis_against_scipy():
     import numpy as np
     from scipy.special import sph_harm_y
 
-    from dyngauss.render.sh import sh_basis
+    from dyngauss.geometry.sh import sh_basis
 
     g = torch.Generator().manual_seed(0)
     d = torch.randn(20, 3, generator=g, dtype=torch.float64)

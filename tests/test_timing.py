@@ -6,7 +6,7 @@ import torch
 from dyngauss.data.camera import Camera
 from dyngauss.deform.base import Motion
 from dyngauss.eval.timing import time_renders
-from dyngauss.gaussians import GaussianInitConfig, Gaussians
+from dyngauss.model.gaussians import GaussianInitConfig, Gaussians
 
 
 class CountingShift(torch.nn.Module):

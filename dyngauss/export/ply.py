@@ -28,7 +28,7 @@ import numpy as np
 
 from ..io import atomic_write_bytes
 
-# SH band-0 constant (same value as dyngauss.render.sh.C0; repeated so this module does not import torch).
+# SH band-0 constant (same value as dyngauss.geometry.sh.C0; repeated so this module does not import torch).
 SH_C0 = 0.28209479177387814
 
 _MAX_HEADER_BYTES = 1 << 20

@@ -295,7 +295,7 @@ def export_sequence(gaussians, deform, times: Sequence[float], out_dir: str | os
     manifest back with :func:`load_manifest`).
 
     Args:
-        gaussians: a :class:`dyngauss.gaussians.Gaussians` (means, quats, log_scales, opacity_logits, sh).
+        gaussians: a :class:`dyngauss.model.gaussians.Gaussians` (means, quats, log_scales, opacity_logits, sh).
         deform: a DeformField (``forward(means, t, frame=None) -> Motion``) or None for a static scene.
         times: times in [0, 1] (see :func:`times_for`).
         fmt: "gaussians" (3DGS PLY, every Gaussian) or "points" (coloured points, the Gaussians whose canonical

@@ -7,7 +7,7 @@ from typing import Literal, Sequence
 import torch
 
 from ..data.camera import Camera, stack_cameras
-from .sh import sh_to_rgb
+from ..geometry.sh import sh_to_rgb
 
 RenderMode = Literal["RGB", "RGB+D", "RGB+ED"]
 Backend = Literal["auto", "torch", "cpu", "gsplat"]

@@ -63,7 +63,7 @@ def render_flow(gaussians, posed_means_t: torch.Tensor, posed_quats_t: torch.Ten
     """Render the flow image of Gaussians posed at time t, seen from ``cam_t``.
 
     Args:
-        gaussians: the canonical :class:`~dyngauss.gaussians.Gaussians` (only ``opacities`` is read,
+        gaussians: the canonical :class:`~dyngauss.model.gaussians.Gaussians` (only ``opacities`` is read,
             unless ``opacities`` [N] is given).
         posed_means_t [N,3], posed_quats_t [N,4], posed_log_scales_t [N,3]: the Gaussians at time t
             (e.g. from :func:`dyngauss.render.scene.posed_gaussians`).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..deform.base import DeformField
-from ..gaussians import Gaussians
+from ..model.gaussians import Gaussians
 from .scene import posed_gaussians
 
 

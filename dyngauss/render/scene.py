@@ -5,7 +5,7 @@ import torch
 
 from ..data.camera import Camera
 from ..deform.base import DeformField, Motion, apply_motion
-from ..gaussians import Gaussians
+from ..model.gaussians import Gaussians
 from .api import RenderOutput, rasterize
 
 

@@ -14,7 +14,7 @@ from ..config import Config, ConfigError, config_from_dict
 from ..data.camera import Camera
 from ..deform.base import DeformField
 from ..deform.factory import build_deform
-from ..gaussians import Gaussians
+from ..model.gaussians import Gaussians
 
 CKPT_VERSION = 1
 

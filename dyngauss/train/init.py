@@ -8,7 +8,7 @@ import torch
 from pathlib import Path
 
 from ..data.camera import Camera
-from ..gaussians import GaussianInitConfig, Gaussians
+from ..model.gaussians import GaussianInitConfig, Gaussians
 
 
 def carve_points_from_masks(cameras: list[Camera], images: torch.Tensor, alphas: torch.Tensor, num_points: int,

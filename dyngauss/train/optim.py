@@ -6,7 +6,7 @@ import torch
 
 from ..config import OptimConfig
 from ..deform.base import DeformField
-from ..gaussians import Gaussians
+from ..model.gaussians import Gaussians
 
 
 def gaussian_lrs(cfg: OptimConfig, scene_scale: float) -> dict[str, float]:

@@ -16,7 +16,7 @@ from ..config import Config, config_to_dict, save_config
 from dataclasses import replace
 
 from ..deform.factory import build_backward, build_deform
-from ..gaussians import GaussianInitConfig
+from ..model.gaussians import GaussianInitConfig
 from ..losses.photometric import photometric_loss, psnr
 from ..render.api import resolve_backend
 from ..render.api import rasterize

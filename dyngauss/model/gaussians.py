@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .render.sh import num_sh_bases, rgb_to_sh0
+from ..geometry.sh import num_sh_bases, rgb_to_sh0
 
 # Keys of the parameter dict. They follow gsplat's strategies ("scales" holds log-scales, "opacities"
 # holds logits) so its densification works on it unchanged; the properties below give DESIGN.md's names.
