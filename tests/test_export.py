@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dyngauss.deform.base import DeformField, Motion  # noqa: E402
-from dyngauss.export.ply import (PlyError, gaussian_property_names, read_gaussians_ply, read_line_set_ply,  # noqa: E402
+from dyngauss.io.ply import (PlyError, gaussian_property_names, read_gaussians_ply, read_line_set_ply,  # noqa: E402
                                  read_points_ply, write_gaussians_ply, write_line_set_ply, write_points_ply)
 from dyngauss.export.sequence import (SequenceError, export_sequence, is_complete_sequence,  # noqa: E402
                                       load_manifest, times_for)

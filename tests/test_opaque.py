@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from dyngauss.config import load_config
-from dyngauss.export.ply import write_points_ply
+from dyngauss.io.ply import write_points_ply
 from dyngauss.model.gaussians import GaussianInitConfig
 from dyngauss.train.init import initial_gaussians, load_sfm_points
 from dyngauss.train.trainer import Trainer

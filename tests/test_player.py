@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("open3d", exc_type=ImportError,
                     reason="open3d is not importable (on Linux it needs e.g. apt libusb-1.0-0, libgl1)")
 
-from dyngauss.export.ply import write_gaussians_ply, write_line_set_ply, write_points_ply  # noqa: E402
+from dyngauss.io.ply import write_gaussians_ply, write_line_set_ply, write_points_ply  # noqa: E402
 from dyngauss.viewer.open3d_player import (PlaybackState, Player, SequenceLoadError, auto_point_size,  # noqa: E402
                                            frame_bbox, load_sequence, probe_offscreen, render_offscreen)
 

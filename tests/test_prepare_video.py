@@ -421,7 +421,7 @@ def test_writer_layout_and_loadable(videos, tmp_path, monkeypatch):
     every K-th registered frame in test, normalised poses, points, summary; loadable by the D-NeRF loader."""
     import dyngauss.sfm.prepare as prep
     from dyngauss.data.dnerf import load_dnerf
-    from dyngauss.export.ply import read_points_ply
+    from dyngauss.io.ply import read_points_ply
 
     monkeypatch.setattr(prep, "run_sfm", _fake_sfm(set(range(12)) - {3}))
     out = tmp_path / "out"
@@ -491,7 +491,7 @@ def test_casual_twist_video_end_to_end(tmp_path, capsys):
     import importlib.util
 
     from dyngauss.data.dnerf import load_dnerf
-    from dyngauss.export.ply import read_points_ply
+    from dyngauss.io.ply import read_points_ply
 
     spec = importlib.util.spec_from_file_location("prepare_video_tool", ROOT / "tools" / "prepare_video.py")
     tool = importlib.util.module_from_spec(spec)

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 def make_sequence(out: Path, n: int, frames: int, fmt: str, fps: float, seed: int = 0) -> Path:
     """Synthetic sequence: a noisy cylinder twisting about z and sliding along x."""
-    from dyngauss.export.ply import write_gaussians_ply, write_points_ply
+    from dyngauss.io.ply import write_gaussians_ply, write_points_ply
 
     rng = np.random.default_rng(seed)
     th = rng.uniform(0, 2 * math.pi, n)

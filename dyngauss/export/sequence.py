@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .ply import (dc_to_rgb, rgb_to_uint8, sh_degree_from_bases, write_gaussians_ply, write_line_set_ply,
+from ..io.ply import (dc_to_rgb, rgb_to_uint8, sh_degree_from_bases, write_gaussians_ply, write_line_set_ply,
                   write_points_ply)
 
 MANIFEST = "sequence.json"

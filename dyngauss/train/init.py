@@ -52,7 +52,7 @@ POINTS_FILE = "points3d.ply"
 def load_sfm_points(path: str | Path, max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Points [M,3] float32 and colours [M,3] in [0,1] of a sparse point cloud PLY (e.g. written by
     tools/prepare_video.py), randomly thinned to at most `max_points`; non-finite points are dropped."""
-    from ..export.ply import read_points_ply
+    from ..io.ply import read_points_ply
 
     pc = read_points_ply(path)
     pts, cols = pc["xyz"].astype(np.float32), pc["rgb"].astype(np.float32) / 255.0

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..export.ply import PlyError, SH_C0, ply_kind, read_line_set_ply, read_ply_element, read_points_ply
+from ..io.ply import PlyError, SH_C0, ply_kind, read_line_set_ply, read_ply_element, read_points_ply
 
 MANIFEST = "sequence.json"
 DEFAULT_FPS = 30.0

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 # SH band-0 constant (same value as dyngauss.geometry.sh.C0; repeated so this module does not import torch).
 SH_C0 = 0.28209479177387814
