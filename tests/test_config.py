@@ -1,6 +1,8 @@
 """Config: defaults, YAML, dotted overrides, unknown keys, type errors, save/load round trip."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -64,8 +66,6 @@ def test_save_roundtrip(tmp_path):
 
 
 def test_repo_configs_load():
-    from pathlib import Path
-
     for p in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         load_config(p)
 
@@ -78,3 +78,118 @@ def test_base_chain(tmp_path):
     (tmp_path / "c.yaml").write_text("base: c.yaml\n")
     with pytest.raises(ConfigError, match="circular"):
         load_config(tmp_path / "c.yaml")
+
+
+# ---- one source of defaults; the shipped configs keep their values ----------------------------------
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_default_yaml_is_the_default_config():
+    from dyngauss.config import Config
+
+    assert load_config(CONFIGS / "default.yaml") == Config()
+    assert load_config(None) == Config()
+
+
+# keys whose value may differ from the version-1 resolution, with the reason
+_V1_EXEMPT = {("dnerf", "data", "synthetic_train_frames"):
+              "dnerf.yaml names a dataset folder: the built-in scene's frame count does not act"}
+
+
+@pytest.mark.parametrize("name", ["default", "dnerf", "mlp", "nodes", "video"])
+def test_shipped_configs_keep_their_values(name):
+    """Every shipped config resolves to the values it had before the typed field configs (stored in the
+    version-1 layout, converted by upgrade_config_dict), key by key."""
+    import json
+
+    from dyngauss.config import upgrade_config_dict
+
+    v1 = json.loads((Path(__file__).parent / "data" / "configs_v1.json").read_text())["configs"][name]
+    want = upgrade_config_dict(v1, from_version=1)
+    got = config_to_dict(load_config(CONFIGS / f"{name}.yaml"))
+    assert set(got) == set(want)
+    for sec, values in got.items():
+        if not isinstance(values, dict):
+            assert values == want[sec], sec
+            continue
+        new_keys = set(values) - set(want[sec])
+        assert new_keys <= {"background_samples"}, (sec, new_keys)  # keys added since: default values
+        for key in want[sec]:
+            if (name, sec, key) not in _V1_EXEMPT:
+                assert values[key] == want[sec][key], f"{name}: {sec}.{key} {values[key]!r} != {want[sec][key]!r}"
+
+
+def test_upgrade_config_dict_from_version_1():
+    from dyngauss.config import ConfigError, upgrade_config_dict
+
+    v1 = {"deform": {"kind": "nodes", "num_nodes": 64, "width": 32, "screw_frame": "world", "ambient_dims": 0},
+          "densify": {"refine_start": 7, "refine_stop": 70, "enabled": True}, "eval": {"splits": ["test"]}}
+    up = upgrade_config_dict(v1, from_version=1)
+    assert up["densify"] == {"refine_start_iter": 7, "refine_stop_iter": 70, "enabled": True}
+    assert up["eval"] == {} and up["deform"] == {"kind": "nodes", "num_nodes": 64, "width": 32}
+    assert v1["densify"]["refine_start"] == 7  # the input is not modified
+    cfg = config_from_dict(up)
+    assert cfg.deform.num_nodes == 64 and cfg.densify.refine_stop_iter == 70
+    assert upgrade_config_dict(config_to_dict(cfg), from_version=2) == config_to_dict(cfg)
+    with pytest.raises(ConfigError, match="version 7"):
+        upgrade_config_dict({}, from_version=7)
+
+
+# ---- deform is a tagged union on its kind -------------------------------------------------------
+def test_deform_kind_picks_the_dataclass():
+    from dyngauss.deform.config import MLPFieldConfig, NodeFieldConfig, StaticFieldConfig
+
+    assert isinstance(load_config(None).deform, MLPFieldConfig)
+    assert isinstance(load_config(None, ["deform.kind=none"]).deform, StaticFieldConfig)
+    # the last kind wins wherever it appears; its keys may come before it
+    cfg = load_config(None, ["deform.num_nodes=256", "deform.kind=nodes", "deform.width=32"])
+    assert isinstance(cfg.deform, NodeFieldConfig) and cfg.deform.num_nodes == 256 and cfg.deform.width == 32
+    cfg = load_config(None, ["deform.kind=nodes", "deform.kind=mlp"])
+    assert isinstance(cfg.deform, MLPFieldConfig)
+
+
+def test_deform_shared_keys_carry_over_and_replaced_kinds_take_their_keys():
+    from dyngauss.config import apply_override
+
+    # mlp.yaml sets kind mlp, mlp-only keys and a 128-wide net; switching to nodes keeps the shared keys
+    cfg = load_config(CONFIGS / "mlp.yaml", ["deform.kind=nodes"])
+    assert cfg.deform.kind == "nodes" and cfg.deform.width == 128 and cfg.deform.depth == 6
+    assert not hasattr(cfg.deform, "screw_frame")
+    cfg = load_config(None, ["deform.width=40"])
+    apply_override(cfg, "deform.kind=nodes")
+    assert cfg.deform.kind == "nodes" and cfg.deform.width == 40
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["deform.num_nodes=256"], "deform.num_nodes is not a key of deform.kind=mlp"),
+    (["deform.kind=nodes", "deform.screw_frame=local"], "deform.screw_frame is not a key of deform.kind=nodes"),
+    (["deform.kind=none", "deform.width=3"], "deform.width is not a key of deform.kind=none"),
+    (["deform.kind=mlp", "deform.bogus=1"], "deform.bogus"),
+    (["deform.kind=blob"], "unknown kind 'blob'"),
+    (["deform.kind=[mlp]"], "deform.kind"),
+    (["deform.kind=nodes", "deform.knn=abc"], "deform.knn"),
+    (["densify.refine_start=5"], "renamed densify.refine_start_iter"),
+    (["eval.splits=[val]"], "data.eval_split"),
+])
+def test_deform_keys_of_other_kinds_are_errors(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert needle in str(e.value)
+
+
+def test_deform_key_error_lists_the_valid_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("deform:\n  kind: mlp\n  num_nodes: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "deform.num_nodes" in str(e.value) and "nodes" in str(e.value) and "screw_frame" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["none", "mlp", "nodes"])
+def test_save_roundtrip_every_kind(tmp_path, kind):
+    extra = {"none": [], "mlp": ["deform.ambient_dims=2"], "nodes": ["deform.num_nodes=99", "deform.blend=lbs"]}
+    cfg = load_config(None, [f"deform.kind={kind}", "densify.refine_stop_iter=123"] + extra[kind])
+    save_config(cfg, tmp_path / "config.yaml")
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert data["deform"]["kind"] == kind
+    assert config_from_dict(data) == cfg

@@ -10,10 +10,11 @@ from scipy.spatial import cKDTree
 
 from dyngauss.deform.backward import BackwardField
 from dyngauss.deform.base import IdentityField, apply_motion
+from dyngauss.deform.config import MLPFieldConfig, NodeFieldConfig, StaticFieldConfig, field_config
 from dyngauss.deform.encoding import PositionalEncoding, pe_window
-from dyngauss.deform.factory import DeformConfig, build_backward, build_deform
 from dyngauss.deform.mlp import MLPDeformField
 from dyngauss.deform.nodes import NodeDeformField, lbs_blend_matrices, skin
+from dyngauss.deform.shared import NetworkField
 from dyngauss.geometry.quaternion import quat_normalize, quat_rotate, quat_to_matrix
 from dyngauss.geometry.so3 import so3_exp_quat
 
@@ -55,7 +56,7 @@ FIELD_CASES = {
 
 
 def _make(name, means=None, num_frames=10):
-    f = build_deform(DeformConfig(**FIELD_CASES[name]), num_frames=num_frames)
+    f = field_config(**FIELD_CASES[name]).build(num_frames=num_frames)
     if isinstance(f, NodeDeformField) and means is not None:
         f.init_nodes(means)
     return f
@@ -76,20 +77,53 @@ def test_fields_are_identity_at_init(name):
         assert torch.allclose(ps, scales)
 
 
-def test_identity_field_and_factory():
-    assert isinstance(build_deform(DeformConfig(kind="none")), IdentityField)
-    with pytest.raises(ValueError):
-        build_deform(DeformConfig(kind="bogus"))
-    with pytest.raises(ValueError):
-        build_deform(DeformConfig(kind="mlp", time_mode="latent"))  # no frame count
-    f = build_deform(DeformConfig(kind="mlp", time_mode="latent", num_frames=5), num_frames=99)
+def test_field_configs_build_their_fields():
+    assert isinstance(StaticFieldConfig().build(), IdentityField)
+    assert StaticFieldConfig().build_backward(required=True) is None  # a static scene has no inverse
+    with pytest.raises(ValueError, match="bogus"):
+        field_config("bogus")
+    with pytest.raises(TypeError):
+        field_config("mlp", num_nodes=8)  # a key of another kind
+    with pytest.raises(ValueError, match="kind"):
+        MLPFieldConfig(kind="nodes")
+    with pytest.raises(ValueError, match="num_frames"):
+        MLPFieldConfig(time_mode="latent").build()  # no frame count
+    with pytest.raises(ValueError, match="node_table"):
+        NodeFieldConfig(node_table=True).build()
+    with pytest.raises(ValueError, match="screw_frame"):
+        MLPFieldConfig(screw_frame="nowhere").build()
+    f = MLPFieldConfig(time_mode="latent", num_frames=5).build(num_frames=99)  # the config's count wins
     assert f.time.num_frames == 5
-    assert build_backward(DeformConfig()) is None
-    assert isinstance(build_backward(DeformConfig(backward=True, backward_width=32)), BackwardField)
+    assert isinstance(field_config("mlp").build(), MLPDeformField)
+    assert isinstance(field_config("nodes").build(), NodeDeformField)
+    # the backward field: only when asked for (or required), from the shared keys, never a dscale head
+    assert MLPFieldConfig().build_backward() is None
+    b = MLPFieldConfig(backward=True, backward_width=32, width=48, depth=3, dscale=True).build_backward()
+    assert isinstance(b, BackwardField) and b.net.width == 32 and len(b.net.layers) == 3 and b.dscale_head is None
+    b = NodeFieldConfig(width=24).build_backward(required=True)
+    assert isinstance(b, BackwardField) and b.net.width == 24
+
+
+def test_fields_share_the_trunk_and_keep_their_state_keys():
+    """mlp, nodes and backward are one NetworkField trunk; their state-dict keys are the checkpoint format."""
+    mlp = MLPFieldConfig(time_mode="latent", num_frames=3, ambient_dims=2, dscale=True, depth=2).build()
+    nodes = NodeFieldConfig(node_table=True, depth=2).build(num_frames=3)
+    for f in (mlp, nodes, MLPFieldConfig(backward=True).build_backward()):
+        assert isinstance(f, NetworkField)
+    trunk = ["step", "time.codes.weight", "time.frame_times", "net.layers.0.weight", "net.layers.0.bias",
+             "net.layers.1.weight", "net.layers.1.bias", "net.cond.0.weight", "net.cond.1.weight",
+             "screw_head.weight", "screw_head.bias"]
+    assert set(mlp.state_dict()) == set(trunk) | {"dscale_head.weight", "dscale_head.bias"} | {
+        f"ambient_{k}" for k in ("net.layers.0.weight", "net.layers.0.bias", "net.layers.1.weight",
+                                 "net.layers.1.bias", "net.layers.2.weight", "net.layers.2.bias",
+                                 "net.cond.0.weight", "head.weight", "head.bias")}
+    pe_trunk = [k for k in trunk if not k.startswith("time.")]
+    assert set(nodes.state_dict()) == set(pe_trunk) | {"node_pos", "bind_idx", "log_radii", "node_table",
+                                                       "table_times"}
 
 
 def test_nodes_identity_before_init():
-    f = build_deform(DeformConfig(kind="nodes"))
+    f = NodeFieldConfig().build()
     means = _points(100)
     m = f(means, 0.5)
     assert not f.initialized and torch.equal(m.trans, torch.zeros_like(means))
@@ -116,21 +150,21 @@ def test_coarse_to_fine_window():
     assert torch.allclose(pe(x, alpha=4.0), pe(x))
     w = pe_window(1.5, 4)
     assert torch.allclose(w, torch.tensor([1.0, 0.5, 0.0, 0.0]), atol=1e-6)
-    f = MLPDeformField(pos_freqs=8, anneal_steps=100)
+    f = MLPDeformField(MLPFieldConfig(pos_freqs=8, anneal_steps=100))
     assert f.alpha == 0.0
     f.set_step(50)
     assert f.alpha == pytest.approx(4.0)
     f.set_step(1000)
     assert f.alpha == pytest.approx(8.0)
     # the step is state: a reloaded field keeps its alpha
-    g = MLPDeformField(pos_freqs=8, anneal_steps=100)
+    g = MLPDeformField(MLPFieldConfig(pos_freqs=8, anneal_steps=100))
     g.load_state_dict(f.state_dict())
     assert g.alpha == pytest.approx(8.0)
 
 
 def test_latent_codes_interpolate_between_frames():
     times = torch.tensor([0.0, 0.2, 0.5, 1.0])
-    f = MLPDeformField(time_mode="latent", num_frames=4, frame_times=times, width=16, depth=2)
+    f = MLPDeformField(MLPFieldConfig(time_mode="latent", width=16, depth=2), num_frames=4, frame_times=times)
     codes = f.time.codes.weight
     t = torch.tensor([[0.2]])
     assert torch.allclose(f.time(t, None), codes[1:2])
@@ -149,7 +183,7 @@ def test_latent_codes_interpolate_between_frames():
 
 
 def test_per_point_times_match_shared_time():
-    f = MLPDeformField(width=32, depth=3)
+    f = MLPDeformField(MLPFieldConfig(width=32, depth=3))
     _randomize(f)
     x = _points(40)
     shared = f(x, 0.3)
@@ -354,7 +388,7 @@ def test_state_dict_roundtrip_into_fresh_field(name, tmp_path):
 ])
 def test_field_gradients_match_finite_differences(case):
     means = _points(60, dtype=D64)
-    f = build_deform(DeformConfig(**case), num_frames=4).double()
+    f = field_config(**case).build(num_frames=4).double()
     if isinstance(f, NodeDeformField):
         f.init_nodes(means)
     _randomize(f, std=0.3)
@@ -408,7 +442,7 @@ def test_mlp_field_can_be_fit_to_analytic_motion():
     torch.manual_seed(0)
     means = _points(1500)
     means[:, :2] *= 0.5
-    f = MLPDeformField(pos_freqs=4, time_freqs=4, width=64, depth=4)
+    f = MLPDeformField(MLPFieldConfig(pos_freqs=4, time_freqs=4, width=64, depth=4))
     opt = torch.optim.Adam(f.param_groups(3e-3))
     times = torch.linspace(0, 1, 6)
     base = torch.stack([(_twist(means, torch.full((1500,), float(t))) - means).square().sum(-1).mean()
@@ -434,7 +468,7 @@ def test_mlp_field_can_be_fit_to_analytic_motion():
 def test_backward_field_learns_inverse_of_known_motion():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    f = BackwardField(pos_freqs=4, time_freqs=4, width=64, depth=4)
+    f = BackwardField(MLPFieldConfig(pos_freqs=4, time_freqs=4, width=64, depth=4))
     opt = torch.optim.Adam(f.param_groups(3e-3))
     for it in range(400):
         x = (torch.rand(1024, 3, generator=g) * 2 - 1) * torch.tensor([0.5, 0.5, 1.0])

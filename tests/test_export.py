@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dyngauss.deform.base import DeformField, Motion  # noqa: E402
+from dyngauss.deform.base import DeformField, IdentityField, Motion  # noqa: E402
 from dyngauss.io.ply import (PlyError, gaussian_property_names, read_gaussians_ply, read_line_set_ply,  # noqa: E402
                                  read_points_ply, write_gaussians_ply, write_line_set_ply, write_points_ply)
 from dyngauss.export.sequence import (SequenceError, export_sequence, is_complete_sequence,  # noqa: E402
                                       load_manifest, times_for)
-from dyngauss.model.gaussians import Gaussians  # noqa: E402
+from dyngauss.model import DynamicGaussians, Gaussians  # noqa: E402
 from dyngauss.geometry.quaternion import quat_multiply, quat_normalize  # noqa: E402
 
 C0 = 0.28209479177387814
@@ -197,8 +196,8 @@ def _valid_bytes(tmp_path) -> bytes:
     ("truncated_body", "truncated"),
     ("truncated_header", "end_header"),
     ("bad_format", "format"),
-    ("bad_count", "count is not an integer"),
-    ("bad_type", "malformed property"),
+    ("bad_count", "line 3 'element vertex ten': expected integer count"),
+    ("bad_type", "malformed PLY header, line [0-9]+ 'property float16 opacity'"),
     ("empty", "not a PLY file"),
 ])
 def test_malformed_and_truncated_ply_raise_plyerror(tmp_path, case, pattern):
@@ -254,8 +253,8 @@ def test_export_gaussians_matches_analytic_motion(tmp_path):
     field = SpinField()
     times = [0.0, 0.1, 0.25, 0.5, 0.9]
     train_times = [0.0, 0.5, 1.0]
-    out = export_sequence(g, field, times, tmp_path / "seq", fps=12.0, source="ckpt_000100.pt",
-                          train_times=train_times)
+    model = DynamicGaussians(g, field, train_times=train_times)
+    out = export_sequence(model, times, tmp_path / "seq", fps=12.0, source="ckpt_000100.pt")
     m = load_manifest(out)
     assert m["format"] == "gaussians" and m["count"] == 5 and m["fps"] == 12.0 and m["times"] == times
     assert m["sh_degree"] == 2 and m["num_gaussians"] == 150 and m["source"] == "ckpt_000100.pt"
@@ -272,14 +271,15 @@ def test_export_gaussians_matches_analytic_motion(tmp_path):
         np.testing.assert_array_equal(d["opacity_logits"], g.opacity_logits.detach().numpy())
         np.testing.assert_array_equal(d["sh"], g.sh.detach().numpy())
         assert (d["means"] >= lo - 1e-5).all() and (d["means"] <= hi + 1e-5).all()
-    assert field.training  # mode restored
+    assert field.training and model.training  # mode restored
 
 
 def test_export_points_same_subset_every_frame(tmp_path):
     op = torch.full((100,), 3.0)
     op[::3] = -6.0  # opacity ~0.0025 < 0.05: dropped
     g = make_gaussians(100, sh_degree=1, opacity=op)
-    out = export_sequence(g, SpinField(), times_for(frames=4), tmp_path / "pts", fmt="points", fps=5)
+    out = export_sequence(DynamicGaussians(g, SpinField()), times_for(frames=4), tmp_path / "pts", fmt="points",
+                          fps=5)
     m = load_manifest(out)
     keep = np.nonzero(torch.sigmoid(op).numpy() >= 0.05)[0]
     assert m["format"] == "points" and m["num_gaussians"] == len(keep) == 66 and m["num_canonical"] == 100
@@ -294,7 +294,7 @@ def test_export_points_same_subset_every_frame(tmp_path):
 def test_export_node_graph(tmp_path):
     g = make_gaussians(30, sh_degree=0)
     f = NodeSpinField()
-    out = export_sequence(g, f, [0.0, 0.25], tmp_path / "n")
+    out = export_sequence(DynamicGaussians(g, f), [0.0, 0.25], tmp_path / "n")
     m = load_manifest(out)
     assert m["nodes"] == ["nodes_0000.ply", "nodes_0001.ply"] and m["num_nodes"] == 4
     assert m["num_node_edges"] == 4  # (0,1),(1,0) deduplicated
@@ -303,20 +303,22 @@ def test_export_node_graph(tmp_path):
     np.testing.assert_allclose(d["vertices"], f.node_pos.numpy() @ R.T + analytic_translation(0.25).numpy(),
                                atol=1e-5)
     np.testing.assert_array_equal(d["edges"], [[0, 1], [0, 3], [1, 2], [2, 3]])
-    out2 = export_sequence(g, f, [0.0], tmp_path / "n2", node_graph=False)
+    out2 = export_sequence(DynamicGaussians(g, f), [0.0], tmp_path / "n2", node_graph=False)
     assert "nodes" not in load_manifest(out2) and not list(out2.glob("nodes_*"))
     with pytest.raises(SequenceError, match="node_motion"):
-        export_sequence(g, SpinField(), [0.0], tmp_path / "n3", node_graph=True)
+        export_sequence(DynamicGaussians(g, SpinField()), [0.0], tmp_path / "n3", node_graph=True)
 
 
 def test_export_with_real_node_field(tmp_path):
     nodes = pytest.importorskip("dyngauss.deform.nodes")
     g = make_gaussians(300, sh_degree=0)
-    f = nodes.NodeDeformField(num_nodes=16, width=16, depth=2)
-    out = export_sequence(g, f, [0.0, 1.0], tmp_path / "uninit")  # not initialised: no nodes, identity
+    from dyngauss.deform.config import NodeFieldConfig
+
+    f = nodes.NodeDeformField(NodeFieldConfig(num_nodes=16, width=16, depth=2))
+    out = export_sequence(DynamicGaussians(g, f), [0.0, 1.0], tmp_path / "uninit")  # not initialised: identity
     assert "nodes" not in load_manifest(out)
     f.init_nodes(g.means.detach())
-    out = export_sequence(g, f, [0.0, 1.0], tmp_path / "init")
+    out = export_sequence(DynamicGaussians(g, f), [0.0, 1.0], tmp_path / "init")
     m = load_manifest(out)
     assert m["num_nodes"] == 16 and m["num_node_edges"] > 0 and len(m["nodes"]) == 2
 
@@ -324,23 +326,23 @@ def test_export_with_real_node_field(tmp_path):
 def test_export_is_atomic(tmp_path):
     g = make_gaussians(50)
     out = tmp_path / "seq"
-    export_sequence(g, SpinField(), times_for(frames=3), out, fps=3)
+    export_sequence(DynamicGaussians(g, SpinField()), times_for(frames=3), out, fps=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     # a failure at the 3rd of 5 frames: the old complete export stays as it was, nothing else is left behind
     with pytest.raises(RuntimeError, match="simulated"):
-        export_sequence(g, SpinField(fail_at=0.5), times_for(frames=5), out, fps=5)
+        export_sequence(DynamicGaussians(g, SpinField(fail_at=0.5)), times_for(frames=5), out, fps=5)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert load_manifest(out)["count"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
 
     # a failing first export creates no folder at all
     with pytest.raises(RuntimeError):
-        export_sequence(g, SpinField(fail_at=0.0), [0.0], tmp_path / "fresh")
+        export_sequence(DynamicGaussians(g, SpinField(fail_at=0.0)), [0.0], tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
 
     # a successful export replaces the old one completely (no stale frames)
-    export_sequence(g, SpinField(), [0.0, 1.0], out, fps=2)
+    export_sequence(DynamicGaussians(g, SpinField()), [0.0, 1.0], out, fps=2)
     assert sorted(p.name for p in out.iterdir()) == ["frame_0000.ply", "frame_0001.ply", "sequence.json"]
     assert load_manifest(out)["count"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
 
@@ -356,10 +358,10 @@ def test_export_refuses_to_replace_foreign_folder(tmp_path):
     d.mkdir()
     (d / "notes.txt").write_text("keep me")
     with pytest.raises(SequenceError, match="other than a sequence export"):
-        export_sequence(make_gaussians(5), None, [0.0], d)
+        export_sequence(DynamicGaussians(make_gaussians(5), IdentityField()), [0.0], d)
     assert (d / "notes.txt").read_text() == "keep me" and len(list(tmp_path.iterdir())) == 1
     with pytest.raises(SequenceError, match="format"):
-        export_sequence(make_gaussians(5), None, [0.0], tmp_path / "x", fmt="mesh")
+        export_sequence(DynamicGaussians(make_gaussians(5), IdentityField()), [0.0], tmp_path / "x", fmt="mesh")
 
 
 # ---------------------------------------------------------------------------------------------- tools/export_ply.py
@@ -373,15 +375,15 @@ def _load_tool(name: str):
 
 
 def test_export_tool_with_fake_model(tmp_path, monkeypatch, capsys):
-    import dyngauss.train.checkpoint as ck
+    from dyngauss.config import load_config
+    from dyngauss.model import CheckpointInfo
 
     g = make_gaussians(40, sh_degree=1)
-    fake = SimpleNamespace(gaussians=g, deform=SpinField(), step=7, path=tmp_path / "run" / "checkpoints" / "c.pt",
-                           train_times=[0.0, 0.5, 1.0], cameras={},
-                           cfg=SimpleNamespace(data=SimpleNamespace(background=[0.0, 0.0, 0.0]),
-                                               export=SimpleNamespace(fps=15.0)))
+    cfg = load_config(None, ["data.background=[0, 0, 0]", "export.fps=15"])
+    fake = DynamicGaussians(g, SpinField(), train_times=[0.0, 0.5, 1.0], config=cfg,
+                            info=CheckpointInfo(path=tmp_path / "run" / "checkpoints" / "c.pt", step=7))
     (tmp_path / "run").mkdir()
-    monkeypatch.setattr(ck, "load_model", lambda path, device="cpu": fake)
+    monkeypatch.setattr(DynamicGaussians, "load", classmethod(lambda cls, path, device="cpu": fake))
     tool = _load_tool("export_ply")
     assert tool.main(["--run", str(tmp_path / "run"), "-q"]) == 0
     m = load_manifest(tmp_path / "run" / "ply")
@@ -416,17 +418,17 @@ def test_render_tool_with_fake_model(tmp_path, monkeypatch):
     """tools/render.py end to end on an analytic model (no dataset: the camera frames the Gaussians)."""
     import imageio.v3 as iio
 
-    import dyngauss.train.checkpoint as ck
+    from dyngauss.config import load_config
+    from dyngauss.model import CheckpointInfo
 
     g = make_gaussians(150, sh_degree=1, opacity=torch.full((150,), 2.0))
     with torch.no_grad():
         g.means.mul_(torch.tensor([1.0, 0.2, 0.3]))  # an elongated blob, so rotation changes the image
         g.log_scales.fill_(math.log(0.06))
-    fake = SimpleNamespace(gaussians=g, deform=SpinField(), step=1, path=tmp_path / "c.pt", train_times=[],
-                           cameras={}, extra={}, cfg=SimpleNamespace(data=SimpleNamespace(background=[1.0, 1, 1]),
-                                                                     export=SimpleNamespace(fps=10.0)))
+    cfg = load_config(None, ["data.background=[1, 1, 1]", "export.fps=10"])
+    fake = DynamicGaussians(g, SpinField(), config=cfg, info=CheckpointInfo(path=tmp_path / "c.pt", step=1))
     (tmp_path / "c.pt").write_bytes(b"")
-    monkeypatch.setattr(ck, "load_model", lambda path, device="cpu": fake)
+    monkeypatch.setattr(DynamicGaussians, "load", classmethod(lambda cls, path, device="cpu": fake))
     tool = _load_tool("render")
     for path, out in (("fixed", "f.gif"), ("orbit", "o.mp4")):
         assert tool.main(["--run", str(tmp_path / "c.pt"), "--path", path, "--frames", "3", "--size", "40", "30",

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dyngauss.deform.factory import DeformConfig, build_deform
+from dyngauss.deform.config import field_config
 from dyngauss.model.gaussians import Gaussians
-from dyngauss.render.graphed import GraphedPoser
-from dyngauss.render.scene import posed_gaussians
+from dyngauss.model import DynamicGaussians
+from dyngauss.model.graphed import GraphedPoser
 
 
 def _model(kind: str, device: str, n: int = 3000, **kw):
@@ -15,7 +15,7 @@ def _model(kind: str, device: str, n: int = 3000, **kw):
     means = torch.randn(n, 3, generator=g) * 0.5
     gs = Gaussians(means, torch.randn(n, 4, generator=g), torch.full((n, 3), -3.0), torch.zeros(n),
                    torch.rand(n, 1, 3, generator=g), torch.rand(n, 3, 3, generator=g), sh_degree=1).to(device)
-    field = build_deform(DeformConfig(kind=kind, **kw), num_frames=10)
+    field = field_config(kind, **kw).build(num_frames=10)
     with torch.no_grad():  # a field that moves: random output heads
         for name, p in field.named_parameters():
             if "head" in name or "node_table" in name:
@@ -29,7 +29,7 @@ def _model(kind: str, device: str, n: int = 3000, **kw):
 def test_graphed_poser_needs_cuda():
     gs, field = _model("mlp", "cpu", n=10)
     with pytest.raises(ValueError, match="CUDA"):
-        GraphedPoser(gs, field)
+        GraphedPoser(DynamicGaussians(gs, field))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -38,10 +38,13 @@ def test_graphed_poser_needs_cuda():
                                   dict(kind="nodes", num_nodes=64, time_mode="latent", node_table=True)])
 def test_graphed_pose_matches_eager(case):
     gs, field = _model(device="cuda", **case)
-    poser = GraphedPoser(gs, field)
+    model = DynamicGaussians(gs, field)
+    poser = GraphedPoser(model)
     prev = None
     for t in (0.05, 0.5, 0.37, 0.93):
-        eager = posed_gaussians(gs, field, t)[:3]
+        with torch.no_grad():
+            p = model.pose(t)
+        eager = (p.means, p.quats, p.log_scales)
         with torch.no_grad():
             got = [x.clone() for x in poser.pose(t)]
         for a, b in zip(eager, got):

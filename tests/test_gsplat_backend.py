@@ -203,8 +203,8 @@ def test_training_and_evaluation_on_cuda(kind, tmp_path_factory, tmp_path):
     metrics = {}
     for dev in ("cpu", "cuda"):
         cfg = load_config(None, [f"data.path={scene}", f"out={tmp_path / dev}", "train.iters=300",
-                                 "train.warmup_iters=100", "model.num_points=2000", "densify.refine_start=50",
-                                 "densify.refine_every=50", "densify.refine_stop=250", "train.progress=false",
+                                 "train.warmup_iters=100", "model.num_points=2000", "densify.refine_start_iter=50",
+                                 "densify.refine_every=50", "densify.refine_stop_iter=250", "train.progress=false",
                                  f"deform.kind={kind}", "deform.width=32", "deform.depth=2", "model.sh_degree=1",
                                  f"train.device={dev}", "export.frames=4", "eval.lpips=false"])
         metrics[dev] = run_job(cfg, log=lambda *a: None)

@@ -10,7 +10,7 @@ from torch import nn
 from dyngauss.deform.base import DeformField, Motion
 from dyngauss.geometry.quaternion import quat_conjugate, quat_multiply, quat_rotate
 from dyngauss.geometry.so3 import so3_exp_quat
-from dyngauss.losses.background import background_loss, static_mask_from_masks
+from dyngauss.losses.background import background_loss
 from dyngauss.losses.cycle import (canonical_cycle_loss, scene_flow_cycle, scene_flow_cycle_loss,
                                    transform_points)
 from dyngauss.losses.elastic import deformation_jacobian, elastic_loss, elastic_loss_from_jacobian, field_warp_fn
@@ -316,19 +316,13 @@ def test_background_loss():
     assert l0 > 1e-3 and l1 < l0
     assert float(background_loss(mu, moved, torch.zeros(50, dtype=torch.bool))) == 0.0
     assert float(background_loss(mu, moved, static.float() * 0.5)) > 0  # soft weights
-
-
-def test_static_mask_from_masks():
-    from dyngauss.data.camera import Camera, look_at_viewmat
-
-    K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
-    cams = [Camera(K, look_at_viewmat((4 * math.cos(a), 4 * math.sin(a), 1.0)), 32, 32) for a in (0.0, 0.5, 1.0)]
-    masks = torch.zeros(3, 32, 32)
-    for m in masks:
-        m[12:20, 12:20] = 1.0  # the object sits at the origin
-    pts = torch.tensor([[0.0, 0, 0], [0.0, 0, 0.05], [1.2, 0.0, 1.2], [-1.0, 1.2, -1.0]])
-    st = static_mask_from_masks(pts, cams, masks)
-    assert st.tolist() == [False, False, True, True]
+    # no flags: every point is static; l2 (Nerfies) is the norm, l2sq its square
+    d = torch.zeros(50, 3)
+    d[:, 0] = 0.3
+    assert math.isclose(float(background_loss(mu, mu + d)), 0.3, rel_tol=1e-5)
+    assert math.isclose(float(background_loss(mu, mu + d, kind="l2sq")), 0.09, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        background_loss(mu, mu, kind="huber")
 
 
 # --------------------------------------------------------------------------------------------- smoothness
@@ -356,17 +350,19 @@ def test_acceleration_loss():
 def test_losses_run_on_the_project_fields():
     """Smoke test against the project's deformation fields (interfaces: Motion, node_motion, node_graph,
     backward field): finite values and gradients into the fields' parameters."""
-    factory = pytest.importorskip("dyngauss.deform.factory")
+    from dyngauss.deform.config import MLPFieldConfig, NodeFieldConfig
+
     mu = torch.randn(300, 3) * 0.5
     for kind in ("mlp", "nodes"):
-        cfg = factory.DeformConfig(kind=kind, width=32, depth=2, num_nodes=24, backward=True)
-        f = factory.build_deform(cfg, 5)
+        cfg = MLPFieldConfig(width=32, depth=2, backward=True) if kind == "mlp" else \
+            NodeFieldConfig(width=32, depth=2, num_nodes=24, backward=True)
+        f = cfg.build(5)
         if kind == "nodes":
             f.init_nodes(mu)
         with torch.no_grad():
             for p in f.screw_head.parameters():
                 p.normal_(0, 0.02)
-        bwd = factory.build_backward(cfg, 5)
+        bwd = cfg.build_backward(5)
         m = f(mu, 0.4)
         posed = transform_points(m, mu)
         ident = torch.tensor([1.0, 0, 0, 0]).expand(300, 4)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,11 +12,11 @@ from dyngauss.data.camera import Camera, viewmat_to_opengl_c2w
 from dyngauss.deform.base import DeformField, Motion
 from dyngauss.eval.motion import evaluate_motion, flow_epe, track_epe, track_epe_strided
 from dyngauss.eval.plots import flow_to_color, save_flow_comparison, save_track_plot
-from dyngauss.model.gaussians import GaussianInitConfig, Gaussians
+from dyngauss.model.gaussians import Gaussians
 from dyngauss.geometry.quaternion import quat_rotate
 from dyngauss.geometry.so3 import so3_exp_quat
 from dyngauss.render.flow import gaussian_flow_2d, render_flow
-from dyngauss.render.scene import posed_gaussians
+from dyngauss.model import DynamicGaussians
 
 S = 32        # image size
 F_PX = 30.0   # focal length (pixels)
@@ -73,12 +72,11 @@ class TrajectoryField(DeformField):
 
 
 def _model(points, field, opacity=0.99, scale=None):
-    cfg = GaussianInitConfig(init_opacity=opacity, sh_degree=0)
-    g = Gaussians.from_points(np.asarray(points, np.float32), None, cfg)
+    g = Gaussians.from_points(np.asarray(points, np.float32), None, init_opacity=opacity, sh_degree=0)
     if scale is not None:
         with torch.no_grad():
             g.params["scales"].fill_(math.log(scale))
-    return SimpleNamespace(gaussians=g, deform=field, frame_for_time=lambda t: None, cfg=None)
+    return DynamicGaussians(g, field)
 
 
 def _front_cam(time=0.0) -> Camera:
@@ -136,8 +134,8 @@ def test_render_flow_constant_shift():
     v = torch.tensor([0.2, -0.1, 0.0])
     model = _model(_plane(), TranslateField(v), scale=0.06)
     cam = _front_cam()
-    m0, q0, s0, _ = posed_gaussians(model.gaussians, model.deform, 0.0)
-    m1, _, _, _ = posed_gaussians(model.gaussians, model.deform, 1.0)
+    p0, p1 = model.pose(0.0), model.pose(1.0)
+    m0, q0, s0, m1 = p0.means, p0.quats, p0.log_scales, p1.means
     f2d = gaussian_flow_2d(m0, cam, m1, cam)
     shift = torch.tensor([F_PX * 0.2 / Z, F_PX * -0.1 / Z])
     assert torch.allclose(f2d, shift.expand_as(f2d), atol=1e-5)
@@ -153,9 +151,8 @@ def test_render_flow_constant_shift():
     assert m1g.grad[:, 0].abs().sum() > 0
     # one pass: flow as extra channels of the RGB render, normalised afterwards, is the same image
     from dyngauss.render.flow import normalize_flow
-    from dyngauss.render.scene import render_gaussians
 
-    out, _ = render_gaussians(model.gaussians, model.deform, cam, 0.0, features=f2d, backend="torch")
+    out = model.render(cam, 0.0, features=f2d, backend="torch")
     assert torch.allclose(normalize_flow(out.features[0], out.alpha[0]), flow, atol=1e-6)
 
 

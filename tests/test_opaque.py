@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from dyngauss.config import load_config
+from dyngauss.config import ModelConfig, load_config
 from dyngauss.io.ply import write_points_ply
-from dyngauss.model.gaussians import GaussianInitConfig
 from dyngauss.train.init import initial_gaussians, load_sfm_points
 from dyngauss.train.trainer import Trainer
 
@@ -54,14 +54,14 @@ def test_auto_init_uses_points3d(opaque_scene):
 
     tr = load_dnerf(opaque_scene, "train")
     assert tr.alphas is None, "the flattened images must have no alpha channel"
-    icfg = GaussianInitConfig(num_points=100, extent=1.0)
-    g = initial_gaussians("auto", icfg, tr.cameras, tr.images, tr.alphas, dataset=opaque_scene)
+    mcfg = ModelConfig(init="auto", num_points=100, init_extent=1.0)
+    g = initial_gaussians(mcfg, tr.cameras, tr.images, tr.alphas, dataset=opaque_scene)
     sfm, _ = load_sfm_points(opaque_scene / "points3d.ply")
     assert len(g) == len(sfm) + 100
     assert torch.allclose(g.means[:len(sfm)], torch.from_numpy(sfm))
     assert g.means[len(sfm):].abs().max() <= 1.0  # the extra points fill the region of interest
     with pytest.raises(ValueError, match="points3d.ply"):
-        initial_gaussians("points", icfg, tr.cameras, tr.images, tr.alphas, dataset=opaque_scene / "nope")
+        initial_gaussians(replace(mcfg, init="points"), tr.cameras, tr.images, tr.alphas, dataset=opaque_scene / "nope")
 
 
 def test_trains_on_opaque_scene(opaque_scene, tmp_path):
@@ -80,8 +80,7 @@ def test_trains_on_opaque_scene(opaque_scene, tmp_path):
 def test_loader_points_used_when_no_ply(tmp_path):
     """A Nerfies capture's points.npy (passed by the loader as `points`) seeds the Gaussians, grey."""
     pts = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32)
-    icfg = GaussianInitConfig(num_points=10, extent=1.0)
-    g = initial_gaussians("auto", icfg, dataset=tmp_path, points=pts)
+    g = initial_gaussians(ModelConfig(init="auto", num_points=10, init_extent=1.0), dataset=tmp_path, points=pts)
     assert len(g) == 50 and torch.allclose(g.means[:40], torch.from_numpy(pts))
     dc = g.params["sh0"][:40, 0]
     assert torch.allclose(dc * 0.28209479177387814 + 0.5, torch.full((40, 3), 0.5), atol=1e-5)  # grey

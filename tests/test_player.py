@@ -21,8 +21,8 @@ pytest.importorskip("open3d", exc_type=ImportError,
                     reason="open3d is not importable (on Linux it needs e.g. apt libusb-1.0-0, libgl1)")
 
 from dyngauss.io.ply import write_gaussians_ply, write_line_set_ply, write_points_ply  # noqa: E402
-from dyngauss.viewer.open3d_player import (PlaybackState, Player, SequenceLoadError, auto_point_size,  # noqa: E402
-                                           frame_bbox, load_sequence, probe_offscreen, render_offscreen)
+from dyngauss.viewer import (PlaybackState, Player, SequenceLoadError, auto_point_size, frame_bbox,  # noqa: E402
+                             load_sequence, probe_offscreen, render_offscreen)
 
 W, H = 96, 72
 
@@ -118,6 +118,34 @@ def test_frame_bbox_keeps_the_box_in_view():
         assert abs(c[0]) < 1e-9 and abs(c[1]) < 1e-9  # centred
 
 
+def test_framing_is_the_datasets_look_at_camera():
+    """The player's camera is dyngauss.data.camera.look_at_viewmat's (OpenCV): same matrix, target at the
+    principal point, world up pointing up in the image, the eye at the framing distance."""
+    from dyngauss.data.camera import look_at_viewmat
+
+    lo, hi = np.array([-1.0, 0.5, -0.3]), np.array([2.0, 1.5, 0.9])
+    for up in [(0, 0, 1), (0, 1, 0), (0.2, -0.3, 1.0)]:
+        f = frame_bbox((lo, hi), 160, 120, up=up, azimuth_deg=30.0, elevation_deg=35.0)
+        np.testing.assert_array_equal(f.extrinsic, look_at_viewmat(f.eye, f.target, up))
+        np.testing.assert_allclose(f.target, 0.5 * (lo + hi))
+        assert np.linalg.norm(f.eye - f.target) == pytest.approx(f.distance)
+        R, t = f.extrinsic[:3, :3], f.extrinsic[:3, 3]
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(R @ f.eye + t, 0.0, atol=1e-9)  # the eye is the camera centre
+        above = f.target + 0.1 * np.asarray(up, float) / np.linalg.norm(up)
+        (u0, v0), (u1, v1) = [(f.K @ (R @ p + t))[:2] / (R @ p + t)[2] for p in (f.target, above)]
+        assert (u0, v0) == pytest.approx((80.0, 60.0))  # the target at the principal point
+        assert v1 < v0 - 1.0 and abs(u1 - u0) < 1e-6  # world up projects straight up (OpenCV: y down)
+
+
+def test_viewer_imports_neither_torch_nor_open3d():
+    """The player stays light: loading and framing need numpy only; open3d is imported when drawing starts."""
+    code = ("import sys; import dyngauss.viewer, dyngauss.cli.play; "
+            "print(sorted(m for m in ('torch', 'open3d') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", (p.stdout, p.stderr)
+
+
 def test_load_sequence_both_formats(tmp_path):
     g = load_sequence(write_sequence(tmp_path / "g", "gaussians", nodes=True))
     assert g.fmt == "gaussians" and g.count == 5 and g.fps == 10.0 and g.num_points == 550  # 50 transparent
@@ -182,6 +210,39 @@ def test_offscreen_frames_change_over_time(tmp_path, offscreen, fmt):
     again = []
     render_offscreen(seq, size=(W, H), on_frame=lambda i, im: again.append(im.copy()), nodes=(fmt == "points"))
     assert np.array_equal(again[3], imgs[3])
+
+
+def test_rendered_points_land_where_the_opencv_projection_says(tmp_path, offscreen):
+    """Open3D takes the framing's K and OpenCV extrinsic as they are: each coloured point is drawn at the pixel
+    K [R|t] x predicts (a flipped axis or a transposed matrix would move it)."""
+    d = tmp_path / "dots"
+    d.mkdir()
+    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.6], [0.3, 0.8, 0.2]])
+    rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [0, 0, 0]], np.uint8)
+    write_points_ply(d / "frame_0000.ply", xyz, rgb)
+    seq = load_sequence(d)
+    imgs = []
+    render_offscreen(seq, size=(W, H), point_size=5, on_frame=lambda i, im: imgs.append(im.copy()))
+    f = frame_bbox(seq.bbox, W, H)
+    cam = xyz @ f.extrinsic[:3, :3].T + f.extrinsic[:3, 3]
+    uv = cam[:, :2] / cam[:, 2:] * np.diag(f.K)[:2] + f.K[:2, 2]
+    img = imgs[0].astype(int)
+    for k, c in enumerate(rgb[:3].astype(int)):
+        mask = (np.abs(img - c).max(-1) < 60)
+        assert mask.sum() >= 4, (k, mask.sum())
+        rows, cols = np.nonzero(mask)
+        np.testing.assert_allclose([cols.mean() + 0.5, rows.mean() + 0.5], uv[k], atol=1.5)
+
+
+def test_play_command_rejects_a_bad_video_name(tmp_path, capsys):
+    """In-process `dyngauss play`: the video name is checked before any GL context starts."""
+    from dyngauss.cli.play import main
+
+    d = write_sequence(tmp_path / "s", "points", count=2)
+    assert main([str(d), "--video", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown video extension" in err and "Traceback" not in err
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_offscreen_glyphs(tmp_path, offscreen):

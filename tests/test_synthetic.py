@@ -310,9 +310,10 @@ def test_make_synthetic_tool(tmp_path, capsys):
         import make_synthetic
     finally:
         sys.path.remove(str(ROOT / "tools"))
-    out = make_synthetic.main(["--out", str(tmp_path / "s"), "--res", "16", "--n-train", "3", "--n-val", "1",
-                               "--n-test", "1", "--n-video", "2", "--n-tracks", "10"])
-    assert out == tmp_path / "s" and (out / ".complete").is_file()
+    out = tmp_path / "s"
+    assert make_synthetic.main(["--out", str(out), "--res", "16", "--n-train", "3", "--n-val", "1",
+                                "--n-test", "1", "--n-video", "2", "--n-tracks", "10"]) == 0
+    assert (out / ".complete").is_file()
     assert capsys.readouterr().out.strip() == str(out)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["resolution"] == [16, 16]

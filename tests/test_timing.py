@@ -6,7 +6,8 @@ import torch
 from dyngauss.data.camera import Camera
 from dyngauss.deform.base import Motion
 from dyngauss.eval.timing import time_renders
-from dyngauss.model.gaussians import GaussianInitConfig, Gaussians
+from dyngauss.model import DynamicGaussians
+from dyngauss.model.gaussians import Gaussians
 
 
 class CountingShift(torch.nn.Module):
@@ -26,13 +27,13 @@ class CountingShift(torch.nn.Module):
 
 
 def test_time_renders_modes_and_field_calls():
-    g = Gaussians.random(GaussianInitConfig(num_points=200, extent=0.5, sh_degree=0), seed=0)
+    g = Gaussians.random(200, 0.5, seed=0, sh_degree=0)
     K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]])
     V = torch.eye(4)
     V[2, 3] = 3.0
     cams = [Camera(K, V, 32, 32, time=t) for t in (0.0, 0.25, 0.5)]
     f = CountingShift()
-    r = time_renders(g, f, cams, backend="torch", reps=2, warmup=1)
+    r = time_renders(DynamicGaussians(g, f), cams, backend="torch", reps=2, warmup=1)
     # deformed: warm-up 1 + 2 reps x 3 cameras; cached: warm-up 1 (fills t=0), then 2 more misses, then hits
     assert f.calls == (1 + 2 * 3) + 3
     for k in ("static", "deformed", "cached"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dyngauss.config import load_config
-from dyngauss.train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from dyngauss.model import DynamicGaussians
+from dyngauss.model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from dyngauss.train.trainer import Trainer, TrainingError
 
 
@@ -20,8 +21,8 @@ def tiny_scene(tmp_path_factory):
 
 def _cfg(scene, out, *extra):
     return load_config(None, [f"data.path={scene}", f"out={out}", "train.iters=12", "train.warmup_iters=4",
-                              "model.num_points=300", "densify.refine_start=2", "densify.refine_every=3",
-                              "densify.refine_stop=100", "train.progress=false", "train.save_every=0",
+                              "model.num_points=300", "densify.refine_start_iter=2", "densify.refine_every=3",
+                              "densify.refine_stop_iter=100", "train.progress=false", "train.save_every=0",
                               "deform.kind=mlp", "deform.width=32", "deform.depth=2", "model.sh_degree=1",
                               "model.sh_degree_interval=5", *extra])
 
@@ -75,17 +76,17 @@ def test_refuses_to_write_nonfinite_checkpoint(tmp_path):
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "missing.pt")
+        DynamicGaussians.load(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
-        load_model(bad)
+        DynamicGaussians.load(bad)
     torch.save({"hello": 1}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a dyngauss checkpoint"):
-        load_model(tmp_path / "foreign.pt")
+        DynamicGaussians.load(tmp_path / "foreign.pt")
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        load_model(tmp_path / "run")
+        DynamicGaussians.load(tmp_path / "run")
 
 
 def test_train_writes_run_folder_and_loads(tiny_scene, tmp_path):
@@ -95,16 +96,15 @@ def test_train_writes_run_folder_and_loads(tiny_scene, tmp_path):
     run = tmp_path / "r"
     assert (run / "config.yaml").is_file()
     assert (run / "checkpoints" / "ckpt_000012.pt").is_file()
-    m = load_model(run)
-    assert m.step == 12 and len(m.gaussians) == len(t.gaussians)
-    assert m.cfg.train.iters == 12 and m.train_times == t.scene.train_times
+    m = DynamicGaussians.load(run)
+    assert m.info.step == 12 and len(m.gaussians) == len(t.gaussians)
+    assert m.config.train.iters == 12 and list(m.train_times) == list(t.scene.train_times)
+    assert m.info.path == run / "checkpoints" / "ckpt_000012.pt"
     # the loaded model renders exactly what the trainer's model renders
-    from dyngauss.render.scene import render_gaussians
-
     cam = t.cameras[0]
     with torch.no_grad():
-        a, _ = render_gaussians(t.gaussians, t.deform, cam, cam.time, frame=0)
-        b, _ = render_gaussians(m.gaussians, m.deform, cam, cam.time, frame=0)
+        a = t.model.render(cam, cam.time, frame=0)
+        b = m.render(cam, cam.time, frame=0)
     assert torch.allclose(a.rgb, b.rgb, atol=1e-6)
 
 
@@ -149,15 +149,14 @@ def test_nodes_field_trains_and_resumes_exactly(tiny_scene, tmp_path):
 @pytest.mark.parametrize("train_forward", [False, True])
 def test_cycle_trains_forward_only_when_asked(tiny_scene, tmp_path, train_forward):
     """motion.cycle_train_forward=false: the cycle losses move only the backward field."""
-    from dyngauss.render.scene import posed_gaussians
-
     t = Trainer(_cfg(tiny_scene, tmp_path / "c", "motion.cycle_weight=1.0",
                      f"motion.cycle_train_forward={str(train_forward).lower()}"))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in list(t.deform.parameters()) + list(t.backward.parameters()):
             p.add_(0.05 * torch.randn_like(p))
-    means, _, _, motion = posed_gaussians(t.gaussians, t.deform, 0.5, None)
+    posed = t.model.pose(0.5)
+    means, motion = posed.means, posed.motion
     terms = t.terms.losses(0, t.gaussians, t.deform, t.backward, 0.5, None, motion, means, None, None)
     assert float(terms["cycle"]) > 0
     terms["cycle"].backward()
@@ -206,9 +205,9 @@ def test_neighbour_terms_on_a_subset_match_the_full_evaluation(tiny_scene, tmp_p
     from dyngauss.deform.base import apply_motion
     from dyngauss.geometry.quaternion import quat_normalize
     from dyngauss.losses import rigidity as R
-    from dyngauss.render.scene import posed_gaussians
 
-    t = Trainer(_cfg(tiny_scene, tmp_path / "n", f"deform.kind={kind}", "deform.num_nodes=16",
+    nodes = ["deform.num_nodes=16"] if kind == "nodes" else []  # a key of the nodes kind only
+    t = Trainer(_cfg(tiny_scene, tmp_path / "n", f"deform.kind={kind}", *nodes,
                      "motion.rigidity_weight=1", "motion.rotation_weight=1", "motion.isometry_weight=1",
                      "motion.rigidity_dt=0.1", "motion.knn_k=4"))
     for _ in range(6):
@@ -222,7 +221,8 @@ def test_neighbour_terms_on_a_subset_match_the_full_evaluation(tiny_scene, tmp_p
     anchors = torch.randint(0, n, (37,))
     t.terms._anchors = lambda *a: anchors
     tt = 0.3
-    means, _, _, motion = posed_gaussians(g, t.deform, tt, None)
+    posed = t.model.pose(tt)
+    means, motion = posed.means, posed.motion
     got = t.terms._neighbour_terms(g, t.deform, tt, motion, means)
     m2 = t.deform(g.means, tt + 0.1, None)
     means_b = apply_motion(g.means, g.quats, g.log_scales, m2)[0]

@@ -71,18 +71,12 @@ def test_ignores_errors_along_the_axis_and_rejects_bad_input():
 
 
 def test_eval_tool_twist_report(tmp_path, monkeypatch):
-    """tools/eval.py --twist-slices: the table and RUN/twist_error.json from the track split's predictions."""
-    import importlib.util
+    """dyngauss eval --twist-slices: the table and RUN/twist_error.json from the track split's predictions."""
     import json
-    from pathlib import Path
 
+    import dyngauss.cli.eval as tool
     import dyngauss.data.dnerf as dnerf
     import dyngauss.eval.motion as motion
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("_tool_eval", root / "tools" / "eval.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
 
     rest = _bar_surface(600, seed=2)
     times = np.linspace(0.0, 1.0, 5)

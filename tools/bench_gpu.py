@@ -31,7 +31,7 @@ from dyngauss.io import atomic_write_text  # noqa: E402
 
 def bench_field(kind: str, args) -> dict:
     from dyngauss.eval.timing import time_renders
-    from dyngauss.train.checkpoint import load_model
+    from dyngauss.model import DynamicGaussians
     from dyngauss.train.run import run_job
     from dyngauss.train.scene import load_scene
 
@@ -50,11 +50,9 @@ def bench_field(kind: str, args) -> dict:
     metrics = run_job(cfg, log=lambda *a: print(f"[{kind}]", *a, flush=True))
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20 if dev.type == "cuda" else None
-    model = load_model(out, device=dev)
+    model = DynamicGaussians.load(out, device=dev)
     test = load_scene(cfg).split("test")
-    timing = time_renders(model.gaussians, model.deform, test.cameras, backend=cfg.render.backend,
-                          reps=args.reps, frame_for_time=model.frame_for_time, near=cfg.render.near,
-                          far=cfg.render.far, eps2d=cfg.render.eps2d)
+    timing = time_renders(model, test.cameras, backend=cfg.render.backend, reps=args.reps)
     return {"field": kind, "train_seconds": metrics["train_seconds"], "job_wall_seconds": wall,
             "iters": cfg.train.iters, "steps": metrics["steps"], "psnr": metrics["psnr"], "ssim": metrics["ssim"],
             "num_gaussians": metrics["num_gaussians"], "resolution": [test.width, test.height],

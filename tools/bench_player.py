@@ -66,7 +66,8 @@ def make_sequence(out: Path, n: int, frames: int, fmt: str, fps: float, seed: in
 
 def bench(seq_dir: Path, size: tuple[int, int], repeats: int, backend: str, point_size: float | None,
           warmup: int = 3) -> dict:
-    from dyngauss.viewer.open3d_player import _Scene, auto_point_size, frame_bbox, load_sequence, open_offscreen
+    from dyngauss.viewer import auto_point_size, frame_bbox, load_sequence, open_offscreen
+    from dyngauss.viewer.scene import SceneGeometry
 
     t0 = time.perf_counter()
     seq = load_sequence(seq_dir)
@@ -75,7 +76,7 @@ def bench(seq_dir: Path, size: tuple[int, int], repeats: int, backend: str, poin
     framing = frame_bbox(seq.bbox, W, H)
     be = open_offscreen(W, H, backend)
     try:
-        scene = _Scene(be.o3d, seq, glyphs=False)
+        scene = SceneGeometry(be.o3d, seq, glyphs=False)
         be.add("main", scene.geom, "points")
         be.setup(framing, point_size or auto_point_size(seq, framing), seq.background)
         for i in range(warmup):
@@ -100,8 +101,8 @@ def bench(seq_dir: Path, size: tuple[int, int], repeats: int, backend: str, poin
                 if r == 0 and i in (0, seq.count // 2):
                     check.append(img)
         cpu_ms = 1e3 * (time.process_time() - cpu0) / n
-        res = {"backend": be.name, "cpu_ms": cpu_ms, "frames": n, "points": seq.num_points, "size": [W, H], "load_s": load_s,
-               "update_ms": 1e3 * t_upd / n, "render_read_ms": 1e3 * t_ren / n,
+        res = {"backend": be.name, "cpu_ms": cpu_ms, "frames": n, "points": seq.num_points, "size": [W, H],
+               "load_s": load_s, "update_ms": 1e3 * t_upd / n, "render_read_ms": 1e3 * t_ren / n,
                "fps": n / (t_upd + t_ren), "seq_fps": seq.fps,
                "object_pixels": float((np.abs(check[0].astype(int) - 255).max(-1) > 30).mean()),
                "frames_differ": bool(len(check) > 1 and not np.array_equal(check[0], check[1]))}
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as JSON too")
     args = ap.parse_args(argv)
 
-    from dyngauss.viewer.open3d_player import OffscreenUnavailable
+    from dyngauss.viewer import OffscreenUnavailable
 
     tmp = None
     try:

@@ -1,110 +1,14 @@
 #!/usr/bin/env python
-"""Export a trained model as a per-frame PLY sequence (frame_0000.ply ... + sequence.json).
+"""Thin wrapper: `python tools/export_ply.py ...` is `dyngauss export ...`.
 
-    python tools/export_ply.py --run runs/x                        # training times (or 30 frames) -> runs/x/ply
-    python tools/export_ply.py --run runs/x --frames 60 --fps 30
-    python tools/export_ply.py --ckpt runs/x/checkpoints/ckpt_003000.pt --times 0 0.25 0.5 --out /tmp/seq
-    python tools/export_ply.py --run runs/x --format points --opacity-threshold 0.1 --out runs/x/ply_points
-
-Then play it:  python tools/play.py runs/x/ply
-Exit codes: 0 ok, 2 bad arguments / missing or incompatible checkpoint / unwritable output.
+The command and its options live in dyngauss/cli/export.py.
 """
-from __future__ import annotations
-
-import os
-
-# OpenMP threads sleep when idle instead of spinning (3x faster on busy machines); must precede torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
 
-from dyngauss.cli import progress_printer  # noqa: E402
-
-
-def _default_out(src: Path, is_run: bool, fmt: str) -> Path:
-    name = "ply" if fmt == "gaussians" else "ply_points"
-    if is_run and src.is_dir():
-        return src / name
-    ck = src.resolve()
-    if ck.parent.name == "checkpoints":
-        return ck.parent.parent / name
-    return ck.with_name(ck.stem + "_" + name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder (its latest checkpoint is used)")
-    src.add_argument("--ckpt", help="checkpoint file (.pt)")
-    when = ap.add_mutually_exclusive_group()
-    when.add_argument("--frames", type=int, help="N evenly spaced times in [0, 1]")
-    when.add_argument("--times", type=float, nargs="+", help="explicit times in [0, 1]")
-    ap.add_argument("--fps", type=float, default=None, help="playback rate stored in sequence.json "
-                    "(default: the run's export.fps, else 30)")
-    ap.add_argument("--format", choices=("gaussians", "points"), default="gaussians")
-    ap.add_argument("--opacity-threshold", type=float, default=0.05,
-                    help="points format: keep Gaussians with canonical opacity >= this (default 0.05)")
-    ap.add_argument("--no-nodes", action="store_true", help="do not write the node graph (nodes_*.ply)")
-    ap.add_argument("--out", help="output folder (default: RUN/ply, or RUN/ply_points for --format points)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("-q", "--quiet", action="store_true")
-    args = ap.parse_args(argv)
-
-    src_path = Path(args.run or args.ckpt)
-    if not src_path.exists():
-        print(f"error: {'run folder' if args.run else 'checkpoint'} not found: {src_path}", file=sys.stderr)
-        return 2
-    if args.fps is not None and not args.fps > 0:
-        print(f"error: --fps must be positive, got {args.fps}", file=sys.stderr)
-        return 2
-    try:
-        from dyngauss.train.checkpoint import load_model
-    except ImportError as e:
-        print(f"error: checkpoint loading is unavailable in this checkout ({e})", file=sys.stderr)
-        return 2
-    try:
-        from dyngauss.train.checkpoint import CheckpointError
-    except ImportError:  # pragma: no cover
-        CheckpointError = RuntimeError  # noqa: N806
-    from dyngauss.export.sequence import SequenceError, export_sequence, load_manifest, times_for
-
-    try:
-        model = load_model(src_path, device=args.device)
-    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: cannot load {src_path}: {e}", file=sys.stderr)
-        return 2
-    try:
-        times = times_for(frames=args.frames, times=args.times, train_times=list(model.train_times or []))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    cfg = getattr(model, "cfg", None)
-    fps = args.fps or float(getattr(getattr(cfg, "export", None), "fps", 0) or 30.0)
-    out = Path(args.out) if args.out else _default_out(src_path, bool(args.run), args.format)
-    extra = {"step": int(getattr(model, "step", 0))}
-    bg = getattr(getattr(cfg, "data", None), "background", None)
-    if bg is not None:
-        extra["background"] = [float(v) for v in list(bg)[:3]]
-
-    progress = progress_printer("exporting frame", args.quiet)
-    try:
-        seq = export_sequence(model.gaussians, model.deform, times, out, fmt=args.format, fps=fps,
-                              opacity_threshold=args.opacity_threshold, source=str(Path(model.path).resolve()),
-                              node_graph=False if args.no_nodes else None,
-                              train_times=list(model.train_times or []), extra=extra, progress=progress)
-    except (SequenceError, OSError) as e:
-        print(f"error: export failed: {e}", file=sys.stderr)
-        return 2
-    m = load_manifest(seq)
-    if not args.quiet:
-        nodes = f", node graph ({m['num_nodes']} nodes)" if m.get("nodes") else ""
-        print(f"wrote {m['count']} frames x {m['num_gaussians']} {m['format']} at {m['fps']:g} fps{nodes} -> {seq}")
-    return 0
-
+from dyngauss.cli.export import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,52 +1,14 @@
 #!/usr/bin/env python
-"""Generate the built-in synthetic scene (D-NeRF format with depth / flow / track ground truth).
+"""Thin wrapper: `python tools/make_synthetic.py ...` is `dyngauss make-synthetic ...`.
 
-    python tools/make_synthetic.py                      # into the cache ($DYNGAUSS_CACHE or ~/.cache/dyngauss)
-    python tools/make_synthetic.py --out data/bar --res 256 --seed 1
-
-Prints the scene folder. With --out, an existing synthetic scene there is replaced; any other existing
-non-empty folder is refused unless --force.
+The command and its options live in dyngauss/cli/make_synthetic.py.
 """
-from __future__ import annotations
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
 
-from dyngauss.data.synthetic import SyntheticConfig, ensure_scene, generate  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> Path:
-    d = SyntheticConfig()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the cache path)")
-    ap.add_argument("--cache-dir", type=Path, default=None, help="cache root when --out is not given")
-    ap.add_argument("--res", type=int, default=d.resolution, help="image width = height")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--n-train", type=int, default=d.n_train)
-    ap.add_argument("--n-val", type=int, default=d.n_val)
-    ap.add_argument("--n-test", type=int, default=d.n_test)
-    ap.add_argument("--n-video", type=int, default=d.n_video)
-    ap.add_argument("--n-tracks", type=int, default=d.n_tracks)
-    ap.add_argument("--supersample", type=int, default=d.supersample)
-    ap.add_argument("--motion-scale", type=float, default=d.motion_scale)
-    ap.add_argument("--force", action="store_true", help="replace --out even if it is not a synthetic scene")
-    a = ap.parse_args(argv)
-    cfg = SyntheticConfig(resolution=a.res, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                          n_video=a.n_video, n_tracks=a.n_tracks, supersample=a.supersample,
-                          motion_scale=a.motion_scale)
-    t0 = time.perf_counter()
-    try:
-        path = generate(a.out, cfg, force=a.force) if a.out else ensure_scene(cfg, cache_dir=a.cache_dir)
-    except FileExistsError as e:
-        ap.error(str(e))
-    print(f"# {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    print(path)
-    return path
-
+from dyngauss.cli.make_synthetic import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

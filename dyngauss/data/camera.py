@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..geometry.look_at import look_at_viewmat  # noqa: F401  (re-exported: the one look-at)
+
 # Flip y and z: OpenGL camera axes (x right, y up, looking along -z) -> OpenCV (y down, z forward).
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -33,24 +35,6 @@ def intrinsics_from_fov(camera_angle_x: float, width: int, height: int) -> np.nd
     """K for a horizontal field of view (radians), square pixels, principal point at the centre."""
     f = 0.5 * width / np.tan(0.5 * camera_angle_x)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-
-
-def look_at_viewmat(eye: Sequence[float], target: Sequence[float] = (0, 0, 0),
-                    up: Sequence[float] = (0, 0, 1)) -> np.ndarray:
-    """OpenCV world-to-camera matrix of a camera at `eye` looking at `target` (image up ~ `up`)."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-8:  # looking along up: pick any perpendicular
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0]))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])  # rows: camera axes in world coords
-    V = np.eye(4)
-    V[:3, :3] = R
-    V[:3, 3] = -R @ eye
-    return V
 
 
 @dataclass

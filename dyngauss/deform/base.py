@@ -2,7 +2,7 @@
 
 A field maps canonical Gaussian centres (and the time t in [0, 1]) to a :class:`Motion`: a rotation
 (unit quaternion, wxyz), a translation and optionally a log-scale change, per Gaussian. The posed mean is
-R mu + t and the posed orientation rot ⊗ q (DESIGN.md).
+R mu + t and the posed orientation rot ⊗ q (docs/design.md).
 """
 from __future__ import annotations
 

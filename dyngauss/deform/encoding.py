@@ -1,4 +1,4 @@
-"""Positional encodings and the small MLP blocks the deformation fields are built from."""
+"""Positional encodings, the time code and the small MLP blocks the deformation fields are built from."""
 from __future__ import annotations
 
 import math
@@ -128,3 +128,83 @@ def anneal_alpha(num_freqs: int, step: float | torch.Tensor, anneal_steps: int) 
     if isinstance(step, torch.Tensor):
         return num_freqs * (step.to(torch.float64) / anneal_steps).clamp(max=1.0)  # float64: as the float path
     return num_freqs * min(1.0, float(step) / anneal_steps)
+
+
+def frame_times_tensor(num_frames: int, frame_times=None) -> torch.Tensor:
+    """The times [F] float32 of F frames: `frame_times` (any sequence, one per frame) or evenly spaced in [0, 1].
+    Raises ValueError when their count is not `num_frames`."""
+    ft = torch.linspace(0.0, 1.0, int(num_frames)) if frame_times is None else \
+        torch.as_tensor(frame_times, dtype=torch.float32).reshape(-1).clone()
+    if ft.numel() != num_frames:
+        raise ValueError(f"frame_times has {ft.numel()} entries for {num_frames} frames")
+    return ft
+
+
+class TimeCode(nn.Module):
+    """Time conditioning: PE of t (`mode="pe"`) or per-frame latent codes with interpolation (`"latent"`)."""
+
+    def __init__(self, mode: str = "pe", time_freqs: int = 6, num_frames: int | None = None,
+                 latent_dim: int = 8, frame_times: torch.Tensor | None = None, latent_init_std: float = 0.1,
+                 latent_init: str = "smooth"):
+        super().__init__()
+        if mode not in ("pe", "latent"):
+            raise ValueError(f"time_mode must be 'pe' or 'latent', got {mode!r}")
+        self.mode = mode
+        if mode == "pe":
+            self.pe = PositionalEncoding(1, time_freqs)
+            self.out_dim = self.pe.out_dim
+        else:
+            if not num_frames or num_frames < 1:
+                raise ValueError("time_mode='latent' needs num_frames >= 1")
+            if latent_init not in ("smooth", "random"):
+                raise ValueError(f"latent_init must be 'smooth' or 'random', got {latent_init!r}")
+            self.codes = nn.Embedding(int(num_frames), latent_dim)
+            self.register_buffer("frame_times", frame_times_tensor(num_frames, frame_times))
+            self.latent_init, self.latent_init_std = latent_init, latent_init_std
+            self.init_codes()
+            self.out_dim = latent_dim
+
+    @torch.no_grad()
+    def init_codes(self) -> None:
+        """"random": N(0, std^2). "smooth" (default): a smooth basis of the frame's time
+        [2t-1, cos(pi t), sin(pi t), cos(2 pi t), ...] plus N(0, (std/10)^2) noise, so that frames close in
+        time start with close codes (learning then only refines them; with random codes a short run must
+        memorise an arbitrary code -> motion map)."""
+        w = self.codes.weight
+        if self.latent_init == "random":
+            w.normal_(std=self.latent_init_std)
+            return
+        t = self.frame_times.to(w.dtype)[:, None]
+        feats = [2 * t - 1]
+        k = 1
+        while len(feats) < w.shape[1]:
+            feats += [torch.cos(torch.pi * k * t), torch.sin(torch.pi * k * t)]
+            k += 1
+        w.copy_(torch.cat(feats, 1)[:, :w.shape[1]] + torch.randn_like(w) * self.latent_init_std / 10)
+
+    @property
+    def num_frames(self) -> int:
+        return self.codes.num_embeddings if self.mode == "latent" else 0
+
+    def set_frame_times(self, times) -> None:
+        t = torch.as_tensor(times, dtype=self.frame_times.dtype, device=self.frame_times.device).reshape(-1)
+        if t.numel() != self.num_frames:
+            raise ValueError(f"{t.numel()} times for {self.num_frames} frames")
+        self.frame_times.copy_(t)
+
+    def forward(self, t: torch.Tensor, frame=None) -> torch.Tensor:
+        """t [1,1] or [N,1] -> code [1,C] or [N,C]."""
+        if self.mode == "pe":
+            return self.pe(t)
+        w = self.codes.weight
+        if frame is not None:
+            f = torch.as_tensor(frame, device=w.device, dtype=torch.long).reshape(-1)
+            return w[f].to(t.dtype)
+        return self.interpolate(t.reshape(-1)).to(t.dtype)
+
+    def interpolate(self, t: torch.Tensor) -> torch.Tensor:
+        """Codes at times t [B] by linear interpolation between the two nearest frames -> [B,C]."""
+        w = self.codes.weight
+        lo, hi, a = frame_interp(self.frame_times, t)
+        a = a.to(w.dtype).unsqueeze(-1)
+        return w[lo] * (1 - a) + w[hi] * a

@@ -9,7 +9,9 @@
   means and radii.
 * Node motion at time t: a small MLP on (PE(node position), time code) outputs a screw axis per node acting
   about the node (x' = R_j (x - n_j) + n_j + t_j), zero-initialised (identity); optionally plus a per-frame
-  table of screws (`node_table`, interpolated in t between frames).
+  table of screws (`node_table`, interpolated in t between frames). The encodings, time code, MLP, heads and
+  coarse-to-fine schedule are the ones of the dense field (:class:`~dyngauss.deform.shared.NetworkField`);
+  settings: :class:`~dyngauss.deform.config.NodeFieldConfig`.
 * Blending: dual-quaternion skinning (`blend="dqb"`, default) or linear blend skinning (`"lbs"`).
 * `node_graph()` -> (edges [E,2], weights [E]) among nodes (ARAP regulariser), `node_motion(t)` -> world-frame
   per-node (rot [M,4], trans [M,3]) with x' = R x + T.
@@ -21,7 +23,7 @@
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -30,9 +32,10 @@ from ..geometry.dualquat import dq_blend, dq_from_quat_trans, dq_to_quat_trans
 from ..geometry.knn import farthest_point_sample, knn, knn_self
 from ..geometry.quaternion import quat_normalize, quat_rotate, quat_to_matrix
 from ..geometry.se3 import se3_exp
-from .base import DeformField, Motion
-from .encoding import ConditionedMLP, PositionalEncoding, ZeroLinear, anneal_alpha, as_time_tensor, frame_interp
-from .mlp import TimeCode
+from .base import Motion
+from .config import NodeFieldConfig
+from .encoding import as_time_tensor, frame_interp, frame_times_tensor
+from .shared import NetworkField
 
 
 class NodeMotion(NamedTuple):
@@ -77,45 +80,35 @@ def lbs_blend_matrices(node_rot: torch.Tensor, weights: torch.Tensor) -> torch.T
     return (weights[..., None, None] * quat_to_matrix(node_rot)).sum(-3)
 
 
-class NodeDeformField(DeformField):
-    """Control-node field. Constructor arguments mirror :class:`DeformConfig`."""
+class NodeDeformField(NetworkField):
+    """Control-node field (module docstring). `cfg`: its settings; num_frames / frame_times: the training frames
+    (per-frame latent codes and node table; frame i at frame_times[i], default evenly spaced in [0, 1]).
+    Raises ValueError for an unknown blend or time_mode, or latent codes / a node table without a frame count."""
 
     kind = "nodes"
     _RESIZABLE = ("node_pos", "bind_idx", "log_radii", "node_table")
 
-    def __init__(self, num_nodes: int = 512, knn: int = 4, blend: str = "dqb", pos_freqs: int = 8,
-                 time_freqs: int = 6, width: int = 128, depth: int = 6, skip: int | None = -1,
-                 anneal_steps: int = 0, time_mode: str = "pe", num_frames: int | None = None,
-                 latent_dim: int = 8, frame_times=None, latent_init: str = "smooth", node_table: bool = False,
-                 graph_knn: int = 8,
-                 radius_mult: float = 1.0, dscale: bool = False, pos_scale: float = 1.0,
-                 node_lr_mult: float = 0.1, latent_lr_mult: float = 1.0, table_lr_mult: float = 1.0,
-                 rebind_every: int = 0):
-        super().__init__()
-        if blend not in ("dqb", "lbs"):
-            raise ValueError(f"blend must be 'dqb' or 'lbs', got {blend!r}")
-        self.num_nodes_target, self.k, self.blend = int(num_nodes), int(knn), blend
-        self.graph_knn, self.radius_mult = int(graph_knn), float(radius_mult)
-        self.pos_freqs, self.anneal_steps, self.rebind_every = int(pos_freqs), int(anneal_steps), int(rebind_every)
-        self.node_lr_mult, self.latent_lr_mult, self.table_lr_mult = node_lr_mult, latent_lr_mult, table_lr_mult
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+    def __init__(self, cfg: NodeFieldConfig | None = None, num_frames: int | None = None,
+                 frame_times: Sequence[float] | None = None):
+        cfg = NodeFieldConfig() if cfg is None else cfg
+        super().__init__(cfg, num_frames, frame_times)
+        if cfg.blend not in ("dqb", "lbs"):
+            raise ValueError(f"blend must be 'dqb' or 'lbs', got {cfg.blend!r}")
+        if cfg.node_table and not self._num_frames:
+            raise ValueError("deform.node_table needs the number of frames (deform.num_frames or the data)")
+        self.num_nodes_target, self.k, self.blend = int(cfg.num_nodes), int(cfg.knn), cfg.blend
+        self.graph_knn, self.radius_mult = int(cfg.graph_knn), float(cfg.radius_mult)
+        self.rebind_every = int(cfg.rebind_every)
+        self.node_lr_mult = cfg.lr_mult(cfg.node_lr)
         self.register_buffer("node_pos", torch.zeros(0, 3))
         self.register_buffer("bind_idx", torch.zeros(0, self.k, dtype=torch.long))
         self.log_radii = nn.Parameter(torch.zeros(0))
-        self.pos_pe = PositionalEncoding(3, pos_freqs, scale=pos_scale)
-        self.time = TimeCode(time_mode, time_freqs, num_frames, latent_dim, frame_times, latent_init=latent_init)
-        if skip == -1:
-            skip = depth // 2
-        self.net = ConditionedMLP(self.pos_pe.out_dim, self.time.out_dim, width, depth, skip)
-        self.screw_head = ZeroLinear(width, 6)
-        self.dscale_head = ZeroLinear(width, 3) if dscale else None
-        if node_table:
-            if not num_frames:
-                raise ValueError("node_table needs num_frames")
-            self.node_table = nn.Parameter(torch.zeros(int(num_frames), 0, 6))
-            ft = torch.linspace(0.0, 1.0, int(num_frames)) if frame_times is None else \
-                torch.as_tensor(frame_times, dtype=torch.float32).reshape(-1)
-            self.register_buffer("table_times", ft.clone())
+        self._build_inputs(cfg)
+        self._build_trunk(cfg, self.pos_pe.out_dim)
+        if cfg.node_table:
+            self.table_lr_mult = cfg.lr_mult(cfg.table_lr)
+            self.node_table = nn.Parameter(torch.zeros(int(self._num_frames), 0, 6))
+            self.register_buffer("table_times", frame_times_tensor(self._num_frames, self._frame_times))
         else:
             self.node_table = None
         self._graph_cache: tuple | None = None
@@ -168,18 +161,12 @@ class NodeDeformField(DeformField):
                                       unexpected_keys, error_msgs)
 
     def set_step(self, step: int) -> None:
-        self.step.fill_(int(step))
+        super().set_step(step)
         if self.rebind_every > 0 and step % self.rebind_every == 0:
             self._bind_dirty = True
 
-    @property
-    def alpha(self) -> float | None:
-        """Current coarse-to-fine window position (None: no annealing, all bands on)."""
-        return anneal_alpha(self.pos_freqs, self.step, self.anneal_steps)
-
     def set_frame_times(self, times) -> None:
-        if self.time.mode == "latent":
-            self.time.set_frame_times(times)
+        super().set_frame_times(times)
         if self.node_table is not None:
             self.table_times.copy_(torch.as_tensor(times, dtype=self.table_times.dtype).reshape(-1))
 
@@ -248,8 +235,7 @@ class NodeDeformField(DeformField):
         dtype = self.screw_head.weight.dtype
         pos = pos.to(dtype)
         c = self.time(as_time_tensor(t, 1, pos.device, dtype)[:1], frame)
-        h = self.net(self.pos_pe(pos, self.alpha), c)
-        s = self.screw_head(h)
+        s, ds = self.trunk(self.pos_pe(pos, self.alpha), c)
         if self.node_table is not None:
             if frame is not None:
                 s = s + self.node_table[int(frame)]
@@ -260,7 +246,7 @@ class NodeDeformField(DeformField):
                 # index_select, not [lo[0]]: a 0-d CUDA index would sync (and break CUDA-graph capture)
                 tab = self.node_table
                 s = s + (1 - a) * tab.index_select(0, lo)[0] + a * tab.index_select(0, hi)[0]
-        return s, (self.dscale_head(h) if self.dscale_head is not None else None)
+        return s, ds
 
     def node_motion(self, t, frame=None) -> NodeMotion:
         """World-frame node transforms at time t: rot [M,4], trans [M,3] with x' = R x + T (so the node
@@ -382,9 +368,7 @@ class NodeDeformField(DeformField):
                if not n.startswith(("time.", "log_radii", "node_table"))]
         groups = [{"name": "deform.nodes", "params": net, "lr": lr},
                   {"name": "deform.nodes.radii", "params": [self.log_radii], "lr": lr * self.node_lr_mult}]
-        time_p = list(self.time.parameters())
-        if time_p:
-            groups.append({"name": "deform.nodes.latent", "params": time_p, "lr": lr * self.latent_lr_mult})
+        groups += self._time_param_group("deform.nodes", lr)
         if self.node_table is not None:
             groups.append({"name": "deform.nodes.table", "params": [self.node_table],
                            "lr": lr * self.table_lr_mult})

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write, atomic_write_text
-from ..render.scene import render_gaussians
-from ..train.checkpoint import LoadedModel
+from ..model.dynamic import DynamicGaussians
 from .metrics import LpipsMetric, psnr, ssim
 
 
@@ -22,20 +21,17 @@ def _save_png(path: Path, img: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def evaluate_split(model: LoadedModel, split, run_dir: Path | None, split_name: str, backend: str = "auto",
+def evaluate_split(model: DynamicGaussians, split, run_dir: Path | None, split_name: str, backend: str = "auto",
                    save_renders: bool = True, lpips: bool = True) -> dict:
     """Metrics of one split (a DNeRFSplit). FPS counts the deformation field evaluation and the rasterization."""
-    cfg = model.cfg
-    device = model.gaussians.means.device
-    bg = torch.tensor(cfg.data.background, dtype=torch.float32, device=device)
+    device = model.device
+    bg = model.background()
     lp = LpipsMetric() if lpips else None
     ps, ss, ls, secs = [], [], [], []
     for i, cam in enumerate(split.cameras):
         t = float(cam.time)
         t0 = time.perf_counter()
-        out, _ = render_gaussians(model.gaussians, model.deform, cam, t, frame=model.frame_for_time(t),
-                                  background=bg, backend=backend, near=cfg.render.near, far=cfg.render.far,
-                                  eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
+        out = model.render(cam, t, background=bg, backend=backend)
         if device.type == "cuda":  # kernels run asynchronously: time the finished frame
             torch.cuda.synchronize(device)
         secs.append(time.perf_counter() - t0)
@@ -58,20 +54,20 @@ def write_metrics(run_dir: Path, metrics: dict) -> Path:
     return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2))
 
 
-def evaluate_run(model: LoadedModel, scene_split, run_dir: Path, split_name: str = "test", backend: str = "auto",
+def evaluate_run(model: DynamicGaussians, scene_split, run_dir: Path, split_name: str = "test", backend: str = "auto",
                  save_renders: bool = True, lpips: bool = True, data_path: str | Path | None = None,
                  motion: bool = True) -> dict:
     """Evaluate and write metrics.json with psnr, ssim, lpips, fps, num_gaussians, train_seconds, and, when the
     dataset has ground truth (video/ flow, gt_tracks.npz), flow_epe_px, track_epe, track_epe_rel."""
     m = evaluate_split(model, scene_split, run_dir, split_name, backend, save_renders, lpips)
     metrics = {"split": split_name, "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"], "fps": m["fps"],
-               "num_gaussians": len(model.gaussians), "train_seconds": model.extra.get("train_seconds"),
-               "steps": model.step, "deform_kind": model.cfg.deform.kind, "num_eval_frames": m["num_frames"],
+               "num_gaussians": len(model.gaussians), "train_seconds": model.info.train_seconds,
+               "steps": model.info.step, "deform_kind": model.kind, "num_eval_frames": m["num_frames"],
                "psnr_per_frame": m["psnr_per_frame"]}
     if motion:
         from .motion import evaluate_motion
 
-        path = Path(data_path) if data_path else Path(model.extra.get("dataset") or "")
+        path = Path(data_path) if data_path else Path(model.info.dataset or "")
         if str(path) and path.is_dir():
             metrics.update(evaluate_motion(model, path, backend, plots_dir=Path(run_dir) / "plots"))
     write_metrics(run_dir, metrics)

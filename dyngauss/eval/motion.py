@@ -1,6 +1,6 @@
 """Motion accuracy of a trained model against ground truth: 2D flow end-point error and 3D track error.
 
-Protocols (the README quotes these):
+Protocols (docs/motion.md quotes these):
 
 **Flow EPE** (:func:`flow_epe`). For every pair of consecutive frames (i, i+1) of the ground-truth video,
 the Gaussians are posed at t_i and t_{i+1}; each Gaussian's flow is its projection at t_{i+1} with camera
@@ -33,47 +33,31 @@ import torch
 
 from ..data.camera import Camera
 from ..geometry.knn import knn
-from ..geometry.quaternion import quat_identity, quat_normalize, quat_rotate, quat_to_matrix
+from ..geometry.quaternion import quat_rotate, quat_to_matrix
 from ..render.flow import gaussian_flow_2d, render_flow
-from ..render.scene import posed_gaussians
 
-if TYPE_CHECKING:  # avoid importing the trainer stack at module import
-    from ..train.checkpoint import LoadedModel
+if TYPE_CHECKING:
+    from ..model.dynamic import DynamicGaussians
 
 __all__ = ["flow_epe", "track_epe", "evaluate_motion", "pose_at"]
 
 
-def _frame(model, t: float) -> int | None:
-    f = getattr(model, "frame_for_time", None)
-    return f(t) if callable(f) else None
-
-
-def _render_kw(model) -> dict:
-    r = getattr(getattr(model, "cfg", None), "render", None)
-    if r is None:
-        return {}
-    return {k: getattr(r, k) for k in ("near", "far", "eps2d", "tile_size") if hasattr(r, k)}
-
-
 @torch.no_grad()
-def pose_at(model, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def pose_at(model: "DynamicGaussians", t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(means [N,3], quats [N,4], log_scales [N,3], motion rotation [N,4]) of the model's Gaussians at t."""
-    g = model.gaussians
-    means, quats, log_scales, motion = posed_gaussians(g, model.deform, float(t), _frame(model, float(t)))
-    rot = quat_identity((means.shape[0],), means.device, means.dtype) if motion is None else quat_normalize(motion.rot)
-    return means, quats, log_scales, rot
+    p = model.pose(float(t))
+    return p.means, p.quats, p.log_scales, p.rotations
 
 
 # ----------------------------------------------------------------------------------------------- flow
 
 @torch.no_grad()
-def flow_epe(model: "LoadedModel", video_cameras: Sequence[Camera], gt_flow: torch.Tensor, valid: torch.Tensor,
+def flow_epe(model: "DynamicGaussians", video_cameras: Sequence[Camera], gt_flow: torch.Tensor, valid: torch.Tensor,
              backend: str = "auto", frames: Sequence[int] | None = None, return_maps: bool = False) -> dict:
     """Rendered-flow end-point error against ground-truth forward flow (protocol in the module docstring).
 
     Args:
-        model: a LoadedModel (or any object with ``gaussians``, ``deform`` and optionally ``frame_for_time``
-            and ``cfg.render``).
+        model: a :class:`dyngauss.model.DynamicGaussians` (its config's render options are used).
         video_cameras: F cameras with ``.time`` (F >= 2); camera i+1 may differ from camera i.
         gt_flow [F-1,H,W,2] (pixels, forward i -> i+1), valid [F-1,H,W] bool.
         frames: optional subset of pair indices i to evaluate.
@@ -87,7 +71,7 @@ def flow_epe(model: "LoadedModel", video_cameras: Sequence[Camera], gt_flow: tor
         raise ValueError(f"{len(video_cameras)} cameras for {F1} flow frames (need {F1 + 1})")
     if tuple(valid.shape) != (F1, H, W):
         raise ValueError(f"valid must be {[F1, H, W]}, got {list(valid.shape)}")
-    kw = _render_kw(model)
+    kw = model.render_options()
     dev = model.gaussians.means.device
 
     def cam_at(i: int) -> Camera:
@@ -139,7 +123,7 @@ def flow_epe(model: "LoadedModel", video_cameras: Sequence[Camera], gt_flow: tor
 # ----------------------------------------------------------------------------------------------- tracks
 
 @torch.no_grad()
-def track_poses(model: "LoadedModel", times) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def track_poses(model: "DynamicGaussians", times) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(means, motion rotation) of the Gaussians at each time: posed once, shared by several references."""
     poses = []
     for t in times:
@@ -148,7 +132,7 @@ def track_poses(model: "LoadedModel", times) -> list[tuple[torch.Tensor, torch.T
     return poses
 
 
-def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_index: int = 0, k: int = 4,
+def track_epe(model: "DynamicGaussians", tracks: dict, split: str = "video", ref_index: int = 0, k: int = 4,
               min_opacity: float = 0.05, return_pred: bool = False, poses: list | None = None) -> dict:
     """3D track end-point error (protocol in the module docstring).
 
@@ -221,7 +205,7 @@ def track_epe(model: "LoadedModel", tracks: dict, split: str = "video", ref_inde
     return out
 
 
-def track_epe_strided(model: "LoadedModel", tracks: dict, split: str = "video", stride: int = 5, k: int = 4,
+def track_epe_strided(model: "DynamicGaussians", tracks: dict, split: str = "video", stride: int = 5, k: int = 4,
                       min_opacity: float = 0.05, poses: list | None = None) -> dict:
     """3D track EPE with TAP-Vid's "strided" queries: :func:`track_epe` with the reference at every
     `stride`-th time (0, stride, 2 stride, ...), averaged, so that how well one frame (e.g. the first) is fitted
@@ -259,7 +243,7 @@ def _flow_cameras(path: Path, n_frames: int) -> list[Camera] | None:
     return None
 
 
-def evaluate_motion(model: "LoadedModel", data_path, backend: str = "auto", track_split: str | None = None,
+def evaluate_motion(model: "DynamicGaussians", data_path, backend: str = "auto", track_split: str | None = None,
                     k: int = 4, plots_dir=None, flow_frames: Sequence[int] | None = None) -> dict:
     """Motion metrics of a model on a dataset folder, as flat keys for metrics.json.
 

@@ -4,7 +4,7 @@ Three ways to draw a frame at time t: ``static`` rasterizes the canonical Gaussi
 ``deformed`` evaluates the field for every frame (what training and evaluation pay), ``cached`` reuses the
 posed Gaussians of a time already seen (what playback of a fixed t costs, e.g. a paused player), and, on a
 CUDA device, ``graphed`` evaluates the field for every frame replayed as one CUDA graph
-(:class:`dyngauss.render.graphed.GraphedPoser`).
+(:class:`dyngauss.model.graphed.GraphedPoser`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..data.camera import Camera
+from ..model.dynamic import DynamicGaussians
 from ..render.api import rasterize
-from ..render.scene import posed_gaussians
 
 
 def _sync(device: torch.device) -> None:
@@ -25,12 +25,14 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_renders(gaussians, deform, cameras: Sequence[Camera], *, backend: str = "auto", reps: int = 3,
-                 warmup: int = 2, frame_for_time=None, **raster_kw) -> dict:
+def time_renders(model: DynamicGaussians, cameras: Sequence[Camera], *, backend: str = "auto", reps: int = 3,
+                 warmup: int = 2, **raster_kw) -> dict:
     """Median seconds per frame over `reps` passes through `cameras` (each at its own time) for the static,
     deformed and cached modes, and FPS / the deformed-to-static ratio. The first `warmup` frames are not
     timed (kernel loading, allocator warm-up)."""
-    device = gaussians.means.device
+    gaussians = model.gaussians
+    device = model.device
+    raster_kw = {**model.render_options(), **raster_kw}
     cams = [c.to(device) for c in cameras]
     sh = gaussians.sh
     deg = gaussians.max_sh_degree
@@ -43,11 +45,11 @@ def time_renders(gaussians, deform, cameras: Sequence[Camera], *, backend: str =
     cache: dict[float, tuple] = {}
     modes = ["static", "deformed", "cached"]
     poser, graph_error = None, None
-    if device.type == "cuda" and deform is not None:
-        from ..render.graphed import GraphedPoser
+    if device.type == "cuda" and model.kind != "none":
+        from ..model.graphed import GraphedPoser
 
         try:
-            poser = GraphedPoser(gaussians, deform)
+            poser = GraphedPoser(model)
             modes.append("graphed")
         except RuntimeError as e:  # a field that cannot be captured: report, time the others
             graph_error = str(e).splitlines()[0]
@@ -60,8 +62,8 @@ def time_renders(gaussians, deform, cameras: Sequence[Camera], *, backend: str =
             return draw(*cache[t], cam)
         if mode == "graphed":
             return draw(*poser.pose(t), cam)
-        fr = frame_for_time(t) if frame_for_time is not None else None
-        m, q, s, _ = posed_gaussians(gaussians, deform, t, fr)
+        p = model.pose(t)
+        m, q, s = p.means, p.quats, p.log_scales
         if mode == "cached":
             cache[t] = (m, q, s)
         return draw(m, q, s, cam)

@@ -1,6 +1,6 @@
 """Per-frame PLY sequences of a dynamic Gaussian model, plus the `sequence.json` manifest.
 
-A sequence folder (DESIGN.md) holds ``frame_0000.ply ...`` (one per time), ``sequence.json`` and, for a
+A sequence folder (docs/design.md) holds ``frame_0000.ply ...`` (one per time), ``sequence.json`` and, for a
 node-graph field, ``nodes_0000.ply ...`` (line sets: node positions + graph edges at that time).
 Row i of every frame is the same Gaussian, so the folder also carries 3D tracks:
 
@@ -25,12 +25,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..io.ply import (dc_to_rgb, rgb_to_uint8, sh_degree_from_bases, write_gaussians_ply, write_line_set_ply,
                   write_points_ply)
+
+if TYPE_CHECKING:
+    from ..model.dynamic import DynamicGaussians
 
 MANIFEST = "sequence.json"
 FORMAT_VERSION = 1
@@ -71,16 +74,6 @@ def times_for(frames: int | None = None, times: Sequence[float] | None = None,
     if train_times:
         return sorted({float(t) for t in train_times})
     return times_for(frames=default_frames)
-
-
-def frame_index_for(t: float, train_times: Sequence[float] | None, tol: float = 1e-6) -> int | None:
-    """Index of `t` in `train_times` (the frame index per-frame latent codes use), or None if t is not a
-    training time."""
-    if not train_times:
-        return None
-    tt = np.asarray(train_times, dtype=np.float64)
-    i = int(np.argmin(np.abs(tt - t)))
-    return i if abs(tt[i] - t) <= tol else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,58 +260,40 @@ def _default_source(source) -> str | None:
     return None if source is None else str(source)
 
 
-def posed_gaussians(gaussians, deform, t: float, frame: int | None = None):
-    """(means, unit quats, log_scales) tensors of the canonical Gaussians posed at time t (no grad)."""
-    import torch
-
-    from ..deform.base import apply_motion
-    from ..geometry.quaternion import quat_normalize
-
-    with torch.no_grad():
-        return _posed(gaussians, deform, t, frame, apply_motion, quat_normalize)
-
-
-def _posed(gaussians, deform, t, frame, apply_motion, quat_normalize):
-    means, quats, log_scales = gaussians.means.detach(), gaussians.quats.detach(), gaussians.log_scales.detach()
-    if deform is None:
-        return means, quat_normalize(quats), log_scales
-    motion = deform(means, float(t), frame=frame)
-    pm, pq, ps = apply_motion(means, quats, log_scales, motion)
-    return pm, quat_normalize(pq), ps
-
-
-def export_sequence(gaussians, deform, times: Sequence[float], out_dir: str | os.PathLike, fmt: str = "gaussians",
-                    fps: float = 30.0, opacity_threshold: float = 0.05, source: str | os.PathLike | None = None,
-                    node_graph: bool | None = None, train_times: Sequence[float] | None = None,
+def export_sequence(model: "DynamicGaussians", times: Sequence[float], out_dir: str | os.PathLike,
+                    fmt: str = "gaussians", fps: float = 30.0, opacity_threshold: float = 0.05,
+                    source: str | os.PathLike | None = None, node_graph: bool | None = None,
                     extra: dict[str, Any] | None = None, progress=None) -> Path:
     """Pose the canonical Gaussians at each time and write a sequence folder. Returns the folder (read the
     manifest back with :func:`load_manifest`).
 
     Args:
-        gaussians: a :class:`dyngauss.model.gaussians.Gaussians` (means, quats, log_scales, opacity_logits, sh).
-        deform: a DeformField (``forward(means, t, frame=None) -> Motion``) or None for a static scene.
+        model: a :class:`dyngauss.model.DynamicGaussians`; frame i is ``model.pose(times[i])`` (a training time
+            uses its frame's latent code, see ``model.frame_index``).
         times: times in [0, 1] (see :func:`times_for`).
         fmt: "gaussians" (3DGS PLY, every Gaussian) or "points" (coloured points, the Gaussians whose canonical
             opacity >= opacity_threshold; colour from SH degree 0).
         fps: playback rate stored in the manifest.
-        source: the checkpoint the model came from (recorded in the manifest).
+        source: recorded in the manifest (default: the checkpoint the model was loaded from, if any).
         node_graph: write ``nodes_XXXX.ply`` line sets: None = when the field has node_motion/node_graph,
             True = required (error otherwise), False = never.
-        train_times: the training times; a time equal to train_times[i] is posed with frame=i (per-frame
-            latent codes), other times with frame=None.
         extra: more keys for the manifest.
         progress: optional callable(i, count).
     """
     import torch
 
+    if source is None and model.info.path is not None:
+        source = model.info.path
     with torch.no_grad():
-        return _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, source, node_graph,
-                       train_times, extra, progress)
+        return _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress)
 
 
-def _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, train_times,
-            extra, progress) -> Path:
+def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress) -> Path:
     import torch
+
+    from ..geometry.quaternion import quat_normalize
+
+    gaussians, deform = model.gaussians, model.deform
 
     if fmt not in FORMATS:
         raise SequenceError(f"unknown format {fmt!r}; use one of {FORMATS}")
@@ -357,17 +332,17 @@ def _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, sour
     rlo, rhi = np.full(3, np.inf), np.full(3, -np.inf)
     comment = f"dyngauss sequence frame; source {source}" if source else "dyngauss sequence frame"
 
-    was_training = [(m, m.training) for m in (deform,) if isinstance(m, torch.nn.Module)]
-    for m, _ in was_training:
-        m.eval()
+    was_training = model.training
+    model.eval()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         canon_nodes, node_edges = _canonical_nodes(deform) if want_nodes else (None, None)
         if want_nodes and node_graph is None and canon_nodes.shape[0] == 0:
             want_nodes, node_names = False, None  # field not initialised yet: nothing to show
         for i, t in enumerate(times):
-            frame = frame_index_for(t, train_times)
-            pm, pq, ps = posed_gaussians(gaussians, deform, t, frame)
+            frame = model.frame_index(t)
+            posed = model.pose(t, frame)
+            pm, pq, ps = posed.means.detach(), quat_normalize(posed.quats.detach()), posed.log_scales.detach()
             pm_np = pm.detach().float().cpu().numpy()
             if not np.isfinite(pm_np).all():
                 raise SequenceError(f"non-finite positions at t={t}")
@@ -437,6 +412,5 @@ def _export(gaussians, deform, times, out_dir, fmt, fps, opacity_threshold, sour
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        for m, mode in was_training:
-            m.train(mode)
+        model.train(was_training)
     return out_dir

@@ -54,7 +54,7 @@ def canonical_cycle_loss(backward, canonical: torch.Tensor, posed: torch.Tensor,
     Args:
         backward: field with ``backward(points [N,3], t) -> Motion`` mapping posed -> canonical.
         canonical [N,3]: canonical means mu (the cycle's target).
-        posed [N,3]: forward(mu, t) applied to mu (e.g. ``posed_gaussians(...)[0]``).
+        posed [N,3]: forward(mu, t) applied to mu (e.g. ``DynamicGaussians.pose(t).means``).
         detach_posed: train only the backward field (the forward field is then not pulled towards the
             backward one). Default False: both fields receive gradients (NSFF).
     Zero when the backward field is the exact inverse of the forward one at time t."""

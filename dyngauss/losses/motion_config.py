@@ -46,7 +46,7 @@ class MotionLossConfig:
     flow_final_fraction: float = 0.0    # floor of the decayed weight, fraction of flow_weight
     flow_kind: str = "charbonnier"      # charbonnier | l1
     flow_alpha_threshold: float = 0.5   # only pixels with rendered alpha above this
-    flow_every: int = 1                 # apply on every n-th step
+    flow_every: int = 1                 # compute the flow loss on every n-th deformation step (same weight)
     flow_preset: str = "medium"         # DIS preset: ultrafast | fast | medium
     flow_upsample: int = 0              # DIS on images enlarged by this factor (0 = auto: shorter side >= 512 px,
     #                                     at most 4x; 1 = off). built-in 128^2 with tau 0.5: error 2.6 -> 1.0 px
@@ -89,8 +89,11 @@ class MotionLossConfig:
     elastic_c: float = 0.03             # Geman-McClure scale
     elastic_every: int = 1
 
-    # --- static background (losses/background.py)
-    background_weight: float = 0.0
+    # --- Nerfies static background (losses/background.py): static points must not move. The points come from
+    #     the data (points3d.ply or Nerfies points.npy, outside masks/ when present: data/points.py); a weight
+    #     > 0 without such points is an error at the start of training
+    background_weight: float = 0.0      # on: ~0.1 (Nerfies: 0.1 with the L2 norm)
+    background_samples: int = 1024      # static points sampled per step (0 = all)
 
     # --- temporal smoothness of trajectories (losses/smoothness.py)
     smooth_weight: float = 0.0

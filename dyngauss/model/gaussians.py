@@ -1,28 +1,16 @@
 """Canonical 3D Gaussians: raw parameters, activations, initialisation, SH degree schedule."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..geometry.sh import num_sh_bases, rgb_to_sh0
 
 # Keys of the parameter dict. They follow gsplat's strategies ("scales" holds log-scales, "opacities"
-# holds logits) so its densification works on it unchanged; the properties below give DESIGN.md's names.
+# holds logits) so its densification works on it unchanged; the properties below give docs/design.md's names.
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
-
-
-@dataclass
-class GaussianInitConfig:
-    """How to create the initial canonical Gaussians."""
-
-    num_points: int = 5000        # random init: number of points
-    extent: float = 1.0           # random init: half-size of the cube they fill (scene bounds)
-    init_opacity: float = 0.1
-    init_scale_mult: float = 1.0  # times the mean distance to the 3 nearest neighbours
-    sh_degree: int = 3
 
 
 def _knn_mean_dist(points: np.ndarray, k: int = 3) -> np.ndarray:
@@ -36,7 +24,7 @@ def _knn_mean_dist(points: np.ndarray, k: int = 3) -> np.ndarray:
 
 
 class Gaussians(nn.Module):
-    """N canonical Gaussians. Parameters (DESIGN.md): means [N,3], quats [N,4] wxyz, log_scales [N,3],
+    """N canonical Gaussians. Parameters (docs/design.md): means [N,3], quats [N,4] wxyz, log_scales [N,3],
     opacity_logits [N], and SH split as sh0 [N,1,3] (DC) and shN [N,K-1,3] (rest, K=(d+1)^2) so they can
     have different learning rates. `sh` concatenates them. Stored in `params` under PARAM_NAMES."""
 
@@ -51,11 +39,14 @@ class Gaussians(nn.Module):
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_points(cls, points: np.ndarray | torch.Tensor, colors: np.ndarray | torch.Tensor | None = None,
-                    cfg: GaussianInitConfig | None = None) -> "Gaussians":
-        """Gaussians at `points` [N,3] with colours [N,3] in [0,1] (grey if None), isotropic scales from
-        the distance to the nearest neighbours."""
-        cfg = cfg or GaussianInitConfig()
+    def from_points(cls, points: np.ndarray | torch.Tensor, colors: np.ndarray | torch.Tensor | None = None, *,
+                    init_opacity: float = ModelConfig.init_opacity,
+                    init_scale_mult: float = ModelConfig.init_scale_mult,
+                    sh_degree: int = ModelConfig.sh_degree) -> "Gaussians":
+        """Gaussians at `points` [N,3] with colours [N,3] in [0,1] (grey if None): identity rotations, isotropic
+        scales `init_scale_mult` x the mean distance to the 3 nearest neighbours, opacity `init_opacity`, SH of
+        degree `sh_degree` (higher bands zero). Keyword names and defaults are ModelConfig's (3DGS init).
+        Raises ValueError for points or colours of the wrong shape."""
         pts = np.asarray(points, dtype=np.float32)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must be [N,3], got {pts.shape}")
@@ -63,26 +54,29 @@ class Gaussians(nn.Module):
         col = np.full((n, 3), 0.5, np.float32) if colors is None else np.asarray(colors, np.float32)
         if col.shape != (n, 3):
             raise ValueError(f"colors must be [{n},3], got {col.shape}")
-        dist = _knn_mean_dist(pts) * cfg.init_scale_mult
+        dist = _knn_mean_dist(pts) * init_scale_mult
         means = torch.from_numpy(pts)
         quats = torch.zeros(n, 4)
         quats[:, 0] = 1.0
         log_scales = torch.from_numpy(np.log(dist)).float()[:, None].repeat(1, 3)
-        p = float(np.clip(cfg.init_opacity, 1e-4, 1 - 1e-4))
+        p = float(np.clip(init_opacity, 1e-4, 1 - 1e-4))
         opacity_logits = torch.full((n,), float(np.log(p / (1 - p))))
         sh0 = rgb_to_sh0(torch.from_numpy(col))[:, None, :]
-        shN = torch.zeros(n, num_sh_bases(cfg.sh_degree) - 1, 3)
-        return cls(means, quats, log_scales, opacity_logits, sh0, shN, cfg.sh_degree)
+        shN = torch.zeros(n, num_sh_bases(sh_degree) - 1, 3)
+        return cls(means, quats, log_scales, opacity_logits, sh0, shN, sh_degree)
 
     @classmethod
-    def random(cls, cfg: GaussianInitConfig | None = None, seed: int = 0,
-               center: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> "Gaussians":
-        """Uniform random points in the cube centre ± extent, random colours."""
-        cfg = cfg or GaussianInitConfig()
+    def random(cls, num_points: int = ModelConfig.num_points, init_extent: float = ModelConfig.init_extent,
+               seed: int = 0, center: tuple[float, float, float] = (0.0, 0.0, 0.0), *,
+               init_opacity: float = ModelConfig.init_opacity, init_scale_mult: float = ModelConfig.init_scale_mult,
+               sh_degree: int = ModelConfig.sh_degree) -> "Gaussians":
+        """`num_points` uniform random points in the cube center ± init_extent with random colours (numpy
+        generator seeded with `seed`), then :meth:`from_points`."""
         rng = np.random.default_rng(seed)
-        pts = (rng.uniform(-1, 1, (cfg.num_points, 3)) * cfg.extent + np.asarray(center)).astype(np.float32)
-        cols = rng.uniform(0, 1, (cfg.num_points, 3)).astype(np.float32)
-        return cls.from_points(pts, cols, cfg)
+        pts = (rng.uniform(-1, 1, (num_points, 3)) * init_extent + np.asarray(center)).astype(np.float32)
+        cols = rng.uniform(0, 1, (num_points, 3)).astype(np.float32)
+        return cls.from_points(pts, cols, init_opacity=init_opacity, init_scale_mult=init_scale_mult,
+                               sh_degree=sh_degree)
 
     @classmethod
     def empty_like_state(cls, state: dict[str, torch.Tensor], sh_degree: int) -> "Gaussians":

@@ -36,14 +36,32 @@ def cpu_kernel_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> gsplat on CUDA tensors, else the C++ CPU kernel when it loads, else torch."""
+    """The backend that renders: 'auto' -> gsplat on CUDA tensors, else the C++ CPU kernel when it loads, else torch.
+
+    When 'auto' has to use the torch reference because the kernel does not load, a KernelFallbackWarning says
+    so once per process, with the reason and the fix (render.backend=torch silences it).
+
+    Raises:
+        ValueError: unknown backend name.
+        dyngauss.render.cpu_backend.KernelUnavailableError: backend 'cpu' and the kernel cannot be built or loaded
+            (the message gives the cause and what to install).
+    """
     if backend not in ("auto", "torch", "cpu", "gsplat"):
         raise ValueError(f"unknown render backend {backend!r}; use auto, torch, cpu or gsplat")
+    if backend == "cpu":
+        from . import cpu_backend
+        cpu_backend.build_extension()  # raises KernelUnavailableError with the cause (remembered; cheap after)
+        return "cpu"
     if backend != "auto":
         return backend
     if device.type == "cuda":
         return "gsplat"
-    return "cpu" if cpu_kernel_available() else "torch"
+    from . import cpu_backend
+    reason = cpu_backend.unavailable_reason()
+    if reason is None:
+        return "cpu"
+    cpu_backend.warn_fallback(reason)
+    return "torch"
 
 
 def _as_cameras(cameras: Camera | Sequence[Camera]) -> list[Camera]:

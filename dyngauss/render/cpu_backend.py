@@ -1,12 +1,17 @@
 """C++/OpenMP CPU rasterizer (kernels/cpu), JIT-built on first use, behind :func:`render`.
 
 Semantics are those of :mod:`.torch_reference` (the specification); the kernels give the same images and
-the same gradients up to rounding, only faster. The kernels are torch operators compiled once per source
-version with ``torch.utils.cpp_extension.load`` into ``$DYNGAUSS_CACHE/kernels/<name>`` (default
-``~/.cache/dyngauss/kernels``). ``<name>`` carries a hash of the sources, compiler flags and torch/Python
-versions, so editing a kernel rebuilds it and a stale build is never loaded. Because a build is immutable,
-one already compiled in the default folder is also loaded (read-only) when $DYNGAUSS_CACHE points elsewhere,
-e.g. to a per-session temporary folder in tests.
+the same gradients up to rounding, only faster. The sources come from :func:`dyngauss.resources.kernel_source_dir`
+(shipped inside the installed package; the repository's kernels/cpu in a clone). The kernels are torch operators
+compiled once per source version with ``torch.utils.cpp_extension.load`` into ``$DYNGAUSS_CACHE/kernels/<name>``
+(default ``~/.cache/dyngauss/kernels``). ``<name>`` carries a hash of the sources, compiler flags and
+torch/Python versions, so editing a kernel rebuilds it and a stale build is never loaded. Because a build is
+immutable, one already compiled in the default folder is also loaded (read-only) when $DYNGAUSS_CACHE points
+elsewhere, e.g. to a per-session temporary folder in tests.
+
+When the kernel cannot be built or loaded, :func:`build_extension` raises :class:`KernelUnavailableError` (with
+the cause and the fix); the failure is remembered for the process. ``backend="auto"`` then falls back to the torch
+reference after :func:`warn_fallback` has said so once per process (:class:`KernelFallbackWarning`).
 """
 from __future__ import annotations
 
@@ -14,16 +19,28 @@ import hashlib
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-_KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels" / "cpu"
 _CFLAGS = ["-O3", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
+_FIX = ("install a C++ compiler with OpenMP (e.g. `apt-get install g++`) and ninja (`pip install ninja`); the "
+        "kernel then builds once, on first use")
 
-# The loaded operator namespace (torch.ops.<name>), or the exception the build raised (cached: tried once).
+# Process state. The loaded operator namespace (torch.ops.<name>), or the KernelUnavailableError the build raised
+# (tried once per process); and whether the fallback warning was already given.
 _loaded: object | Exception | None = None
+_fallback_warned = False
+
+
+class KernelUnavailableError(RuntimeError):
+    """The C++ CPU kernel cannot be built or loaded; the message gives the cause and what to install."""
+
+
+class KernelFallbackWarning(RuntimeWarning):
+    """backend="auto" renders with the slow torch reference because the C++ CPU kernel did not load."""
 
 
 def default_cache_dir() -> Path:
@@ -38,10 +55,14 @@ def cache_dir() -> Path:
 
 
 def _sources() -> list[Path]:
-    """C++ sources (compiled) and headers (hashed) of the kernel."""
-    if not _KERNEL_DIR.is_dir():
-        raise RuntimeError(f"dyngauss C++ kernel sources not found at {_KERNEL_DIR}")
-    return sorted(p for p in _KERNEL_DIR.iterdir() if p.suffix in (".cpp", ".h"))
+    """C++ sources (compiled) and headers (hashed) of the kernel. Raises KernelUnavailableError when missing."""
+    from ..resources import kernel_source_dir
+
+    try:
+        d = kernel_source_dir()
+    except FileNotFoundError as e:
+        raise KernelUnavailableError(str(e)) from None
+    return sorted(p for p in d.iterdir() if p.suffix in (".cpp", ".h"))
 
 
 def _build_name(sources: list[Path]) -> str:
@@ -55,23 +76,37 @@ def _build_name(sources: list[Path]) -> str:
     return f"dyngauss_cpu_{h.hexdigest()[:16]}"
 
 
+def _ninja_dirs() -> list[str]:
+    """Folders that may hold pip's ninja executable when it is not on PATH (a venv that is not activated)."""
+    dirs = [str(Path(sys.executable).parent)]
+    try:
+        import ninja  # the pip package: knows where it put its executable
+
+        dirs.append(str(getattr(ninja, "BIN_DIR", "") or ""))
+    except ImportError:
+        pass
+    return [d for d in dict.fromkeys(dirs) if d and (Path(d) / "ninja").exists()]
+
+
 def _check_toolchain() -> None:
-    """Fail early, with what to install, when no C++ compiler or ninja is found."""
+    """Fail early, with what to install, when no C++ compiler or ninja is found (KernelUnavailableError)."""
     from torch.utils import cpp_extension
 
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None and shutil.which("g++") is None:
-        raise RuntimeError(
+        raise KernelUnavailableError(
             f"no C++ compiler found (looked for {cxx!r} and 'g++'). The dyngauss CPU kernel needs a C++ "
             "compiler with OpenMP: install g++ (e.g. `apt-get install g++`) or set CXX; or use backend='torch'.")
     if shutil.which(cxx) is None:
         os.environ["CXX"] = "g++"
     if not cpp_extension.is_ninja_available():
-        venv_bin = Path(sys.executable).parent
-        if (venv_bin / "ninja").exists():  # pip's ninja in a venv that is not activated
-            os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        for d in _ninja_dirs():
+            os.environ["PATH"] = f"{d}{os.pathsep}{os.environ.get('PATH', '')}"
+            if cpp_extension.is_ninja_available():
+                break
         if not cpp_extension.is_ninja_available():
-            raise RuntimeError("ninja not found; the dyngauss CPU kernel build needs it: `pip install ninja`.")
+            raise KernelUnavailableError(
+                "ninja not found; the dyngauss CPU kernel build needs it: `pip install ninja`.")
 
 
 def _load_prebuilt(name: str) -> bool:
@@ -87,37 +122,54 @@ def _load_prebuilt(name: str) -> bool:
     return False
 
 
-def build_extension(verbose: bool = False):
-    """Compile (or load the cached build of) the kernel; returns its op namespace. Raises RuntimeError."""
-    global _loaded
-    if _loaded is not None and not isinstance(_loaded, Exception):
-        return _loaded
-    sources = _sources()
-    name = _build_name(sources)
-    if not _load_prebuilt(name):
-        from torch.utils import cpp_extension
+def _tail(text: str, lines: int = 8) -> str:
+    """The last non-empty `lines` lines of a (compiler) message: where the actual error is."""
+    kept = [ln.rstrip() for ln in str(text).splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
 
-        _check_toolchain()
-        build_dir = cache_dir() / name
-        try:
-            build_dir.mkdir(parents=True, exist_ok=True)
-            cpp_extension.load(name=name, sources=[str(p) for p in sources if p.suffix == ".cpp"],
-                               extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, extra_include_paths=[str(_KERNEL_DIR)],
-                               build_directory=str(build_dir), is_python_module=False, verbose=verbose)
-        except Exception as e:  # noqa: BLE001 - compiler and loader errors come in many types
-            _loaded = RuntimeError(
-                f"building the dyngauss C++ CPU kernel failed in {build_dir}. It needs a C++ compiler with "
-                "OpenMP (e.g. `apt-get install g++`), ninja (`pip install ninja`) and the torch headers; use "
-                f"backend='torch' meanwhile. Cause: {type(e).__name__}: {e}")
-            raise _loaded from e
+
+def build_extension(verbose: bool = False):
+    """Compile (or load the cached build of) the kernel; returns its op namespace.
+
+    Raises KernelUnavailableError (a RuntimeError) with the cause and the fix; a failure is remembered, so
+    later calls in the same process raise it again without rebuilding."""
+    global _loaded
+    if _loaded is not None:
+        if isinstance(_loaded, Exception):
+            raise _loaded
+        return _loaded
+    try:
+        sources = _sources()
+        name = _build_name(sources)
+        if not _load_prebuilt(name):
+            from torch.utils import cpp_extension
+
+            _check_toolchain()
+            build_dir = cache_dir() / name
+            try:
+                build_dir.mkdir(parents=True, exist_ok=True)
+                cpp_extension.load(name=name, sources=[str(p) for p in sources if p.suffix == ".cpp"],
+                                   extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+                                   extra_include_paths=[str(sources[0].parent)],
+                                   build_directory=str(build_dir), is_python_module=False, verbose=verbose)
+            except Exception as e:  # noqa: BLE001 - compiler and loader errors come in many types
+                raise KernelUnavailableError(
+                    f"building the dyngauss C++ CPU kernel from {sources[0].parent} failed in {build_dir}. It needs "
+                    "a C++ compiler with OpenMP (e.g. `apt-get install g++`), ninja (`pip install ninja`) and the "
+                    f"torch headers; use backend='torch' meanwhile. Cause: {type(e).__name__}: {_tail(str(e))}"
+                ) from e
+    except KernelUnavailableError as e:
+        _loaded = e
+        raise
+    except Exception as e:  # noqa: BLE001 - unreadable sources, a broken cache folder, ...
+        _loaded = KernelUnavailableError(f"loading the dyngauss C++ CPU kernel failed: {type(e).__name__}: {e}")
+        raise _loaded from e
     _loaded = getattr(torch.ops, name)
     return _loaded
 
 
 def _ext():
-    """The loaded op namespace; re-raises the cached build error instead of rebuilding on every call."""
-    if isinstance(_loaded, Exception):
-        raise _loaded
+    """The loaded op namespace; re-raises the remembered build error instead of rebuilding on every call."""
     return build_extension()
 
 
@@ -128,6 +180,33 @@ def is_available() -> bool:
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+def unavailable_reason() -> str | None:
+    """None when the kernel loads, else why not (the KernelUnavailableError message). Never raises."""
+    try:
+        _ext()
+        return None
+    except Exception as e:  # noqa: BLE001
+        return str(e) if isinstance(e, KernelUnavailableError) else f"{type(e).__name__}: {e}"
+
+
+def warn_fallback(reason: str) -> bool:
+    """Say once per process, loudly, that backend="auto" renders with the torch reference instead of the kernel.
+
+    Emits a :class:`KernelFallbackWarning` (shown on stderr) naming the reason and the fix; returns True when it
+    warned, False when it had already warned in this process."""
+    global _fallback_warned
+    if _fallback_warned:
+        return False
+    _fallback_warned = True
+    warnings.warn(
+        "\n  dyngauss: the C++ CPU rasterizer is unavailable, so render.backend=auto renders with the torch "
+        "reference (the same images, about 30x slower).\n"
+        f"  Reason: {reason}\n"
+        f"  Fix: {_FIX}. To use the reference on purpose and silence this warning, set render.backend=torch "
+        "(backend='torch').", KernelFallbackWarning, stacklevel=3)
+    return True
 
 
 class _Project(torch.autograd.Function):

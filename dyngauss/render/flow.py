@@ -66,7 +66,7 @@ def render_flow(gaussians, posed_means_t: torch.Tensor, posed_quats_t: torch.Ten
         gaussians: the canonical :class:`~dyngauss.model.gaussians.Gaussians` (only ``opacities`` is read,
             unless ``opacities`` [N] is given).
         posed_means_t [N,3], posed_quats_t [N,4], posed_log_scales_t [N,3]: the Gaussians at time t
-            (e.g. from :func:`dyngauss.render.scene.posed_gaussians`).
+            (e.g. ``DynamicGaussians.pose(t)``).
         cam_t: the camera of time t (one Camera).
         flow2d [N,2]: per-Gaussian flow, e.g. :func:`gaussian_flow_2d`.
         backend, raster_kw: passed to :func:`dyngauss.render.api.rasterize` (near, far, eps2d, tile_size).

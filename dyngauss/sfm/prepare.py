@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..io.ply import write_points_ply
 from .colmap import SfmOptions, import_pycolmap, run_sfm
 from .errors import PrepareError
 from .normalize import (baseline_ratio, camera_centers, compute_normalization, transform_w2c,
@@ -44,7 +45,7 @@ from .normalize import (baseline_ratio, camera_centers, compute_normalization, t
 from .undistort import Undistorter
 from .video import choose_stride, decode_frames, frame_times, probe_video
 
-__all__ = ["PrepareOptions", "prepare_video", "check_masks", "write_points_ply", "DEFAULT_MAX_FRAMES"]
+__all__ = ["PrepareOptions", "prepare_video", "check_masks", "DEFAULT_MAX_FRAMES"]
 
 DEFAULT_MAX_FRAMES = 75
 MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -135,19 +136,6 @@ def _colmap_mask(path: Path, size: tuple[int, int], dilate: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-
-def write_points_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """Binary PLY point cloud: x y z float32, red green blue uchar (plyfile)."""
-    from plyfile import PlyData, PlyElement
-
-    xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
-    rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
-    v = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
-                                  ("blue", "u1")])
-    v["x"], v["y"], v["z"] = xyz.T
-    v["red"], v["green"], v["blue"] = rgb.T
-    PlyData([PlyElement.describe(v, "vertex")], text=False).write(str(path))
-
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -8,7 +8,9 @@ import torch
 from pathlib import Path
 
 from ..data.camera import Camera
-from ..model.gaussians import GaussianInitConfig, Gaussians
+from ..data.points import POINTS_FILE, load_sfm_points
+from ..config import ModelConfig
+from ..model.gaussians import Gaussians
 
 
 def carve_points_from_masks(cameras: list[Camera], images: torch.Tensor, alphas: torch.Tensor, num_points: int,
@@ -46,44 +48,31 @@ def carve_points_from_masks(cameras: list[Camera], images: torch.Tensor, alphas:
     return pts, cols
 
 
-POINTS_FILE = "points3d.ply"
+def _init_kwargs(cfg: ModelConfig) -> dict:
+    return dict(init_opacity=cfg.init_opacity, init_scale_mult=cfg.init_scale_mult, sh_degree=cfg.sh_degree)
 
 
-def load_sfm_points(path: str | Path, max_points: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Points [M,3] float32 and colours [M,3] in [0,1] of a sparse point cloud PLY (e.g. written by
-    tools/prepare_video.py), randomly thinned to at most `max_points`; non-finite points are dropped."""
-    from ..io.ply import read_points_ply
-
-    pc = read_points_ply(path)
-    pts, cols = pc["xyz"].astype(np.float32), pc["rgb"].astype(np.float32) / 255.0
-    ok = np.isfinite(pts).all(1)
-    pts, cols = pts[ok], cols[ok]
-    if len(pts) > max_points:
-        keep = np.random.default_rng(seed).choice(len(pts), max_points, replace=False)
-        pts, cols = pts[keep], cols[keep]
-    return pts, cols
-
-
-def points_init(points: np.ndarray, colors: np.ndarray, cfg: GaussianInitConfig, seed: int = 0) -> Gaussians:
+def points_init(points: np.ndarray, colors: np.ndarray, cfg: ModelConfig, seed: int = 0) -> Gaussians:
     """SfM points (background and whatever of the moving object was triangulated) plus `cfg.num_points`
-    random points in the region of interest (the cube of half-size `cfg.extent` around the origin), so a moving
-    object that structure-from-motion could not triangulate still has Gaussians to start from."""
+    random points in the region of interest (the cube of half-size `cfg.init_extent` around the origin), so a
+    moving object that structure-from-motion could not triangulate still has Gaussians to start from."""
     rng = np.random.default_rng(seed)
-    extra = rng.uniform(-cfg.extent, cfg.extent, (cfg.num_points, 3)).astype(np.float32)
+    extra = rng.uniform(-cfg.init_extent, cfg.init_extent, (cfg.num_points, 3)).astype(np.float32)
     pts = np.concatenate([np.asarray(points, np.float32), extra])
     cols = np.concatenate([np.asarray(colors, np.float32), rng.uniform(0, 1, (cfg.num_points, 3)).astype(np.float32)])
-    return Gaussians.from_points(pts, cols, cfg)
+    return Gaussians.from_points(pts, cols, **_init_kwargs(cfg))
 
 
-def initial_gaussians(kind: str, cfg: GaussianInitConfig, cameras: list[Camera] | None = None,
+def initial_gaussians(cfg: ModelConfig, cameras: list[Camera] | None = None,
                       images: torch.Tensor | None = None, alphas: torch.Tensor | None = None,
                       seed: int = 0, dataset: str | Path | None = None,
                       points: np.ndarray | None = None) -> Gaussians:
-    """Build the initial Gaussians; kind auto|points|masks|random.
+    """Build the initial Gaussians as `cfg` (the model section) says; cfg.init is auto|points|masks|random.
 
     auto: the dataset's ``points3d.ply`` when there is one (opaque scenes prepared from a video), else the
     loader's sparse points (`points` [M,3], e.g. a Nerfies capture's ``points.npy``, grey), else the alpha masks
-    when the images have an alpha channel, else random."""
+    when the images have an alpha channel, else random. Raises ValueError when the chosen source is missing."""
+    kind = cfg.init
     if kind not in ("auto", "random", "masks", "points"):
         raise ValueError(f"model.init must be auto, points, masks or random, got {kind!r}")
     ply = Path(dataset) / POINTS_FILE if dataset is not None else None
@@ -100,7 +89,7 @@ def initial_gaussians(kind: str, cfg: GaussianInitConfig, cameras: list[Camera] 
     if use_masks:
         if alphas is None or cameras is None or images is None:
             raise ValueError("model.init=masks needs training images with an alpha channel")
-        pts, cols = carve_points_from_masks(cameras, images, alphas, cfg.num_points, cfg.extent, seed)
+        pts, cols = carve_points_from_masks(cameras, images, alphas, cfg.num_points, cfg.init_extent, seed)
         if len(pts) >= 100:
-            return Gaussians.from_points(pts, cols, cfg)
-    return Gaussians.random(cfg, seed)
+            return Gaussians.from_points(pts, cols, **_init_kwargs(cfg))
+    return Gaussians.random(cfg.num_points, cfg.init_extent, seed, **_init_kwargs(cfg))

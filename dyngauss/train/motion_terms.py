@@ -1,19 +1,24 @@
-"""The motion losses of one training step, wired to the trainer's state (priors, neighbours, static flags).
+"""The motion losses of one training step, wired to the trainer's state (priors, neighbours, static points).
 
 Each term is a pure function in losses/; this class only prepares their inputs (DIS flow priors once,
-canonical neighbours after densification, static flags from masks) and adds the weighted terms.
+canonical neighbours after densification, the data's static points once) and adds the weighted terms.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from ..deform.base import Motion
-from ..geometry.quaternion import quat_identity, quat_normalize
+from ..geometry.quaternion import quat_identity, quat_normalize, quat_rotate
 from ..losses.motion_config import MotionLossConfig
 from .streams import RandomStreams
+
+
+def _no_frame(t: float) -> None:
+    return None
 
 
 def _nearby_time(t: float, dt: float) -> float:
@@ -36,19 +41,25 @@ def _frozen(module: torch.nn.Module, on: bool = True):
 
 class MotionTerms:
     """Motion losses for the trainer. Call `flow_target` before rendering (it adds flow feature channels),
-    then `losses` after rendering."""
+    then `losses` after rendering. Raises ConfigError at construction when a term's data is missing (the
+    background loss without static points)."""
 
     def __init__(self, cfg: MotionLossConfig, scene, cache_dir: Path, log=print,
-                 streams: RandomStreams | None = None):
+                 streams: RandomStreams | None = None, frame_index: Callable[[float], int | None] | None = None):
+        """`frame_index`: the model's time -> training frame rule (:meth:`DynamicGaussians.frame_index`) for
+        the second times the terms pose at; None poses them with ``frame=None``."""
         self.cfg = cfg
+        self.frame_index = frame_index if frame_index is not None else _no_frame
         self.streams = streams if streams is not None else RandomStreams(0)
         self.scene = scene
         self.priors_by_src: dict[int, list] = {}
         self.nbr_idx = self.nbr_w = None
         self._nbr_step = -10 ** 9
-        self.static = None
+        self.static_points: torch.Tensor | None = None  # [M,3] CPU; moved to the device on first use
         if cfg.flow_weight > 0:
             self._setup_flow(cache_dir, log)
+        if cfg.background_weight > 0:
+            self._setup_background(log)
 
     # ---- setup -------------------------------------------------------------------------------
     def _setup_flow(self, cache_dir: Path, log) -> None:
@@ -64,6 +75,21 @@ class MotionTerms:
         for p in priors:
             self.priors_by_src.setdefault(p.src, []).append(p)
         log(f"flow priors: {len(pairs)} pairs ({cache.hits} cached, {cache.misses} computed) in {cache_dir}")
+
+    def _setup_background(self, log) -> None:
+        """The data's static points (data/points.py); ConfigError when it has none."""
+        from ..config import ConfigError
+        from ..data.points import StaticPointsError, static_points
+
+        tr = self.scene.train
+        try:
+            pts, what = static_points(self.scene.path, tr.cameras, (tr.meta or {}).get("points"))
+        except StaticPointsError as e:
+            raise ConfigError(f"motion.background_weight={self.cfg.background_weight:g} needs points known to be "
+                              f"static: {e}. Prepare the video with tools/prepare_video.py (writes points3d.ply) or "
+                              "set motion.background_weight=0") from None
+        self.static_points = torch.from_numpy(pts)
+        log(f"background loss: {what}")
 
     @property
     def flow_frames(self) -> list[int]:
@@ -82,20 +108,23 @@ class MotionTerms:
             self._nbr_step = step
 
     # ---- per step ----------------------------------------------------------------------------
-    def pick_prior(self, idx: int):
-        """One of frame `idx`'s flow priors at random (its own random stream), or None."""
+    def pick_prior(self, idx: int, step: int = 0):
+        """One of frame `idx`'s flow priors at random (its own random stream), or None: no prior for the frame,
+        or deformation step `step` is not a multiple of motion.flow_every (no flow loss on that step)."""
+        if step % max(1, self.cfg.flow_every) != 0:
+            return None
         lst = self.priors_by_src.get(idx)
         return None if not lst else lst[self.streams.integer("priors", len(lst))]
 
-    def flow_target(self, prior, gaussians, deform, posed_means_src: torch.Tensor) -> torch.Tensor:
-        """Per-Gaussian screen displacement src -> dst [N,2] (rendered as feature channels)."""
+    def flow_target(self, prior, model, posed_means_src: torch.Tensor) -> torch.Tensor:
+        """Per-Gaussian screen displacement src -> dst [N,2] (rendered as feature channels): `model` (the
+        DynamicGaussians being trained) posed at the prior's destination time, against `posed_means_src` [N,3]."""
         from ..render.flow import gaussian_flow_2d
-        from ..render.scene import posed_gaussians
 
         cams = self.scene.train.cameras
         dst = cams[prior.dst]
         t_dst = float(dst.time)
-        m_dst = posed_gaussians(gaussians, deform, t_dst, self.scene.frame_index(t_dst))[0]
+        m_dst = model.pose(t_dst, self.frame_index(t_dst)).means
         return gaussian_flow_2d(posed_means_src, cams[prior.src], m_dst, dst)
 
     def _neighbour_terms(self, gaussians, deform, t: float, motion: Motion, posed_means: torch.Tensor
@@ -124,7 +153,7 @@ class MotionTerms:
             if w is not None:
                 w_l = torch.zeros(sub.numel(), w.shape[1], dtype=w.dtype, device=dev)
                 w_l[local[rows]] = w[rows]
-            m2 = deform(means[sub], t2, self.scene.frame_index(t2))
+            m2 = deform(means[sub], t2, self.frame_index(t2))
             means_b = apply_motion(means[sub], gaussians.quats[sub], gaussians.log_scales[sub], m2)[0]
             means_a, rot_a, rot_b = posed_means[sub], quat_normalize(motion.rot[sub]), quat_normalize(m2.rot)
             anchors, idx, w = local[rows], idx_l, w_l
@@ -140,6 +169,17 @@ class MotionTerms:
         if c.isometry_weight:
             out["isometry"] = c.isometry_weight * R.isometry_loss(means_a, means_b, idx, w, anchors)
         return out
+
+    def _background_term(self, deform, t: float, frame: int | None, device) -> torch.Tensor:
+        """Nerfies' background loss on a random subset of the static points moved by the field to time t."""
+        from ..losses.background import background_loss
+
+        pts = self.static_points = self.static_points.to(device)
+        a = self._anchors(pts.shape[0], self.cfg.background_samples, device)
+        x = pts if a is None else pts[a]
+        m = deform(x, t, frame)
+        moved = quat_rotate(quat_normalize(m.rot), x) + m.trans
+        return background_loss(x, moved)
 
     def _anchors(self, n: int, k: int, device) -> torch.Tensor | None:
         return None if k <= 0 or k >= n else self.streams.randint("anchors", n, k, device)
@@ -174,7 +214,7 @@ class MotionTerms:
                 t2 = _nearby_time(t, c.cycle_sceneflow_dt)
                 x = posed[: max(1, posed.shape[0] // 2)].detach()
                 with _frozen(deform, not c.cycle_train_forward):
-                    _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.scene.frame_index(t2))
+                    _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.frame_index(t2))
                 cyc = cyc + scene_flow_cycle_loss(x, back, kind=c.cycle_kind)
             terms["cycle"] = c.cycle_weight * cyc
         if c.arap_weight and hasattr(deform, "node_graph") and getattr(deform, "initialized", False):
@@ -200,8 +240,6 @@ class MotionTerms:
             a = self._anchors(n, c.smooth_samples, dev)
             pts = means if a is None else means[a]
             terms["smooth"] = c.smooth_weight * acceleration_loss(*field_trajectory_points(deform, pts, t, c.smooth_dt))
-        if c.background_weight and self.static is not None and self.static.shape[0] == n:
-            from ..losses.background import background_loss
-
-            terms["background"] = c.background_weight * background_loss(means, posed_means, self.static)
+        if c.background_weight and self.static_points is not None:
+            terms["background"] = c.background_weight * self._background_term(deform, t, frame, dev)
         return terms

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from ..config import Config
-from .checkpoint import load_model
+from ..model.dynamic import DynamicGaussians
 from .trainer import Trainer
 
 
@@ -17,7 +17,7 @@ def run_job(cfg: Config, resume: bool = False, log=print) -> dict:
         f"deform={cfg.deform.kind}, {len(trainer.gaussians)} initial Gaussians)")
     trainer.train()
     run_dir = Path(cfg.out)
-    model = load_model(run_dir, device=trainer.device)  # evaluate where it trained (gsplat on a GPU)
+    model = DynamicGaussians.load(run_dir, device=trainer.device)  # evaluate where it trained (gsplat on a GPU)
     metrics: dict = {}
     from ..eval.evaluate import evaluate_run
 
@@ -36,9 +36,8 @@ def run_job(cfg: Config, resume: bool = False, log=print) -> dict:
         from ..export.sequence import export_sequence, times_for
 
         times = times_for(frames=cfg.export.frames)
-        seq = export_sequence(model.gaussians, model.deform, times, run_dir / "ply", fmt=cfg.export.format,
-                              fps=cfg.export.fps, source=str(model.path),
-                              train_times=model.train_times, extra={"background": list(cfg.data.background)})
+        seq = export_sequence(model, times, run_dir / "ply", fmt=cfg.export.format, fps=cfg.export.fps,
+                              extra={"background": list(cfg.data.background)})
         log(f"exported {len(times)} frames to {seq}")
     log(f"total {time.perf_counter() - t0:.0f} s; run folder {run_dir}")
     return metrics

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import Config
@@ -51,10 +50,6 @@ class SceneData:
                                             background=tuple(self.cfg.data.background))
         return self._splits[name]
 
-    def frame_index(self, t: float) -> int | None:
-        """Training frame index of time t (per-frame latent codes), None for unseen times."""
-        i = int(np.argmin(np.abs(np.asarray(self.train_times) - t)))
-        return i if abs(self.train_times[i] - t) < 1e-6 else None
 
 
 def camera_scene_scale(cameras) -> float:

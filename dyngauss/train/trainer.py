@@ -12,16 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_dict, save_config
-from dataclasses import replace
-
-from ..deform.factory import build_backward, build_deform
-from ..model.gaussians import GaussianInitConfig
+from ..config import DENSIFY_EXTRAS, Config, ConfigError, save_config
 from ..losses.photometric import photometric_loss, psnr
 from ..render.api import resolve_backend
-from ..render.api import rasterize
-from ..render.scene import posed_gaussians
-from .checkpoint import CKPT_VERSION, find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
+from ..model.checkpoint import find_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
+from ..model.dynamic import CheckpointInfo, DynamicGaussians
 from .init import initial_gaussians
 from .logging import Logger
 from .motion_terms import MotionTerms
@@ -35,14 +30,23 @@ class TrainingError(RuntimeError):
 
 
 def _make_strategy(cfg: Config, scene_scale: float):
+    """gsplat's DefaultStrategy with every densify.* key except DENSIFY_EXTRAS passed by its own name (the
+    scene scale goes to its initialize_state). Raises ConfigError for a key this gsplat does not take."""
+    import dataclasses
+    import inspect
+
     from gsplat.strategy import DefaultStrategy
 
-    d = cfg.densify
-    strat = DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, grow_scale3d=d.grow_scale3d,
-                            prune_scale3d=d.prune_scale3d, refine_start_iter=d.refine_start,
-                            refine_stop_iter=d.refine_stop, reset_every=d.reset_every,
-                            refine_every=d.refine_every, verbose=False)
-    return strat
+    accepted = inspect.signature(DefaultStrategy).parameters
+    kwargs = {}
+    for f in dataclasses.fields(cfg.densify):
+        if f.name in DENSIFY_EXTRAS:
+            continue
+        if f.name not in accepted:
+            raise ConfigError(f"densify.{f.name} is not an argument of this gsplat's DefaultStrategy "
+                              f"(it takes {', '.join(accepted)})")
+        kwargs[f.name] = getattr(cfg.densify, f.name)
+    return DefaultStrategy(**kwargs, verbose=False)
 
 
 class Trainer:
@@ -76,28 +80,44 @@ class Trainer:
     # ---- setup -----------------------------------------------------------------------------------
     def _fresh(self) -> None:
         cfg = self.cfg
-        icfg = GaussianInitConfig(num_points=cfg.model.num_points, extent=cfg.model.init_extent,
-                                  init_opacity=cfg.model.init_opacity, init_scale_mult=cfg.model.init_scale_mult,
-                                  sh_degree=cfg.model.sh_degree)
         tr = self.scene.train
-        self.gaussians = initial_gaussians(cfg.model.init, icfg, tr.cameras, tr.images, tr.alphas,
-                                           seed=cfg.train.seed, dataset=self.scene.path,
-                                           points=(tr.meta or {}).get("points")).to(self.device)
-        self.deform = build_deform(cfg.deform, num_frames=len(self.scene.train_times),
-                                   frame_times=list(self.scene.train_times)).to(self.device)
-        self.backward = self._make_backward()
+        gaussians = initial_gaussians(cfg.model, tr.cameras, tr.images, tr.alphas,
+                                      seed=cfg.train.seed, dataset=self.scene.path,
+                                      points=(tr.meta or {}).get("points")).to(self.device)
+        field = cfg.deform.build(num_frames=len(self.scene.train_times),
+                                 frame_times=list(self.scene.train_times)).to(self.device)
+        self.model = DynamicGaussians(gaussians, field, None, self.scene.train_times, config=cfg,
+                                      info=self._info())
+        self.model.backward = self._make_backward()
         self._build_optim()
 
+    def _info(self) -> CheckpointInfo:
+        return CheckpointInfo(step=self.step, train_seconds=self.train_seconds, scene_scale=self.scene.scene_scale,
+                              dataset=str(self.scene.path))
+
+    # the model's parts, as the training code names them
+    @property
+    def gaussians(self):
+        return self.model.gaussians
+
+    @property
+    def deform(self):
+        return self.model.deform
+
+    @property
+    def backward(self):
+        return self.model.backward
+
     def _make_backward(self):
-        """The inverse (posed -> canonical) field, when asked for or needed by the cycle loss."""
-        cfg = self.cfg
-        if not (cfg.deform.backward or cfg.motion.cycle_weight > 0) or cfg.deform.kind == "none":
-            return None
-        times = list(self.scene.train_times)
-        with torch.random.fork_rng(devices=[]):  # its initial weights must not shift the global stream
+        """The inverse (posed -> canonical) field when deform.backward asks for it or the cycle loss needs it
+        (None otherwise, and for a static scene). Its initial weights come from the "init" stream: they must
+        not shift the global one."""
+        cfg, times = self.cfg, list(self.scene.train_times)
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=self.streams.torch["init"])))
-            return build_backward(replace(cfg.deform, backward=True), num_frames=len(times),
-                                  frame_times=times).to(self.device)
+            field = cfg.deform.build_backward(num_frames=len(times), frame_times=times,
+                                              required=cfg.motion.cycle_weight > 0)
+        return None if field is None else field.to(self.device)
 
     def _build_optim(self) -> None:
         cfg = self.cfg
@@ -113,15 +133,17 @@ class Trainer:
         if self.strategy:
             self.strategy.check_sanity(self.gaussians.params, self.optimizers)
         self._grow_grad2d = cfg.densify.grow_grad2d
-        self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache", streams=self.streams) \
+        self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache", streams=self.streams,
+                                 frame_index=self.model.frame_index) \
             if cfg.motion.any_enabled() else None
 
     def _resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
-        self.gaussians, self.deform, _ = model_from_payload(payload, self.device)
-        self.backward = self._make_backward()
-        if self.backward is not None and payload.get("backward"):
-            self.backward.load_state_dict(payload["backward"])
+        loaded = model_from_payload(payload).to(self.device)
+        self.model = DynamicGaussians(loaded.gaussians, loaded.deform, None, self.scene.train_times, config=self.cfg)
+        self.model.backward = self._make_backward()
+        if self.backward is not None and loaded.backward is not None:
+            self.backward.load_state_dict(loaded.backward.state_dict())
         self._build_optim()
         for name, opt in self.optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
@@ -142,22 +164,17 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict:
+        self.model.info = self._info()
         return {
-            "format": "dyngauss", "version": CKPT_VERSION, "step": self.step,
-            "cfg": config_to_dict(self.cfg), "sh_degree": self.gaussians.max_sh_degree,
-            "gaussians": {k: v.detach().cpu() for k, v in self.gaussians.state_dict().items()},
-            "deform": {k: v.detach().cpu() for k, v in self.deform.state_dict().items()},
+            **self.model.state_payload(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "deform_optimizer": self.deform_optimizer.state_dict() if self.deform_optimizer else None,
-            "backward": {k: v.detach().cpu() for k, v in self.backward.state_dict().items()} if self.backward else None,
             "backward_optimizer": self.backward_optimizer.state_dict() if self.backward_optimizer else None,
             "strategy_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                                for k, v in self.strategy_state.items()},
             "rng": {"torch": torch.get_rng_state(), "streams": self.streams.state_dict(),
                     "python": random.getstate()},
-            "train_times": list(self.scene.train_times), "num_frames": len(self.scene.train_times),
-            "scene_scale": self.scene.scene_scale, "dataset": str(self.scene.path),
-            "train_seconds": self.train_seconds, "nan_skips": self.nan_skips_total,
+            "nan_skips": self.nan_skips_total,
         }
 
     def save(self) -> Path:
@@ -183,15 +200,14 @@ class Trainer:
             a = self.alphas[idx]
             gt = gt - (1 - a) * self.background + (1 - a) * bg  # re-composite onto the new background
         active = self.deform_active(step)
-        deform = self.deform if active else None
-        frame = self.scene.frame_index(t)
-        means, quats, log_scales, motion = posed_gaussians(self.gaussians, deform, t, frame)
-        prior = self.terms.pick_prior(idx) if (self.terms is not None and active) else None
-        features = self.terms.flow_target(prior, self.gaussians, deform, means) if prior is not None else None
-        out = rasterize(means, quats, torch.exp(log_scales), self.gaussians.opacities, self.gaussians.sh, cam,
-                        sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval), background=bg,
-                        features=features, backend=self.backend, near=cfg.render.near, far=cfg.render.far,
-                        eps2d=cfg.render.eps2d, tile_size=cfg.render.tile_size)
+        frame = self.model.frame_index(t)
+        posed = self.model.pose(t, frame, deformed=active)
+        means, motion = posed.means, posed.motion
+        prior = self.terms.pick_prior(idx, step - cfg.train.warmup_iters) if (self.terms is not None and active) \
+            else None
+        features = self.terms.flow_target(prior, self.model, means) if prior is not None else None
+        out = self.model.render(cam, t, posed=posed, background=bg, features=features, backend=self.backend,
+                                sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval))
         img = out.rgb[0]
         loss = photometric_loss(img, gt, cfg.loss.l1_weight, cfg.loss.ssim_weight)
         logs = {"loss": loss.detach(), "psnr": psnr(img.detach(), gt)}

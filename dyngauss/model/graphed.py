@@ -12,32 +12,30 @@ from __future__ import annotations
 
 import torch
 
-from ..deform.base import DeformField
-from ..model.gaussians import Gaussians
-from .scene import posed_gaussians
+from .dynamic import DynamicGaussians
 
 
 class GraphedPoser:
-    """``pose(t) -> (means, quats, log_scales)`` of `gaussians` deformed by `deform`, replayed as one CUDA graph.
+    """``pose(t) -> (means, quats, log_scales)`` of `model` posed at t, replayed as one CUDA graph.
 
     The returned tensors are the graph's output buffers: the next ``pose`` call overwrites them (clone to keep).
     """
 
-    def __init__(self, gaussians: Gaussians, deform: DeformField, warmup: int = 2):
-        dev = gaussians.means.device
+    def __init__(self, model: DynamicGaussians, warmup: int = 2):
+        dev = model.device
         if dev.type != "cuda":
             raise ValueError(f"CUDA graphs need the model on a CUDA device, not {dev}")
-        self.t = torch.zeros((), device=dev, dtype=gaussians.means.dtype)
+        self.t = torch.zeros((), device=dev, dtype=model.gaussians.means.dtype)
         side = torch.cuda.Stream(dev)  # warm-up (lazy allocations, node binding) off the capture
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(max(1, warmup)):
-                posed_gaussians(gaussians, deform, self.t)
+                model.pose(self.t)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(self.graph):
-            means, quats, log_scales, _ = posed_gaussians(gaussians, deform, self.t)
-        self.out = (means, quats, log_scales)
+            p = model.pose(self.t)
+        self.out = (p.means, p.quats, p.log_scales)
 
     @torch.no_grad()
     def pose(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

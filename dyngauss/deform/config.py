@@ -1,0 +1,176 @@
+"""The `deform.*` config section: one dataclass per field kind, each building its field.
+
+`deform` is a tagged union: its `kind` key picks the dataclass (:data:`FIELD_CONFIGS`), and only that
+kind's keys are valid next to it (dyngauss/config.py enforces this when loading YAML and overrides).
+
+* :class:`StaticFieldConfig` (`kind: none`): no motion, a static scene.
+* :class:`NetworkFieldConfig`: the keys shared by the fields built on a conditioned MLP (position encoding
+  with a coarse-to-fine window, a time code, an MLP, a screw-axis head; see deform/shared.py) and by their
+  backward (posed -> canonical) field.
+* :class:`MLPFieldConfig` (`kind: mlp`): a dense SE(3) field (Nerfies / HyperNeRF).
+* :class:`NodeFieldConfig` (`kind: nodes`): sparse control nodes with skinning (DynamicFusion / SC-GS).
+
+Every config has `build(num_frames, frame_times) -> DeformField` and `build_backward(...)` (the inverse field,
+or None). The defaults are the main job's (configs/default.yaml is the default Config).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+from .base import DeformField, IdentityField
+
+
+@dataclass
+class FieldConfig:
+    """Base of the field configs: the `kind` tag (a key of :data:`FIELD_CONFIGS`)."""
+
+    kind: str = ""
+
+    KIND: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if self.kind != self.KIND:
+            raise ValueError(f"{type(self).__name__} has kind {self.KIND!r}, got kind={self.kind!r}")
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        """The forward field (canonical -> time t). num_frames / frame_times: the training frames (frame i at
+        frame_times[i] in [0, 1]; default evenly spaced), used by per-frame latent codes and node tables."""
+        raise NotImplementedError
+
+    def build_backward(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None, *,
+                       required: bool = False) -> DeformField | None:
+        """The backward field (posed -> canonical) when this config asks for one (`backward`) or `required`
+        (e.g. the cycle loss needs it); None otherwise, and always None for a static scene."""
+        return None
+
+
+@dataclass
+class StaticFieldConfig(FieldConfig):
+    """`deform.kind=none`: a static scene (:class:`IdentityField`). Nothing to learn: lr is 0."""
+
+    kind: str = "none"
+
+    KIND: ClassVar[str] = "none"
+    lr: ClassVar[float] = 0.0          # no parameters (read by the trainer's deformation optimizer)
+    lr_final: ClassVar[float] = 0.0
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        return IdentityField()
+
+
+@dataclass
+class NetworkFieldConfig(FieldConfig):
+    """Keys shared by the MLP-based fields and their backward field. Learning rates given as 0 mean "the same
+    as `lr`"; the trainer decays every group by the same factor from `lr` to `lr_final`."""
+
+    lr: float = 1e-3                  # deformation network learning rate (Adam)
+    lr_final: float = 1e-5            # exponential decay target at the end of training
+    pos_freqs: int = 8                # PE frequencies of the position (2^0 .. 2^(F-1))
+    pos_scale: float = 1.0            # positions are multiplied by this before the PE
+    time_freqs: int = 4               # PE frequencies of t (time_mode=pe); low: each time is seen by one camera
+    width: int = 64                   # MLP width (64 x 4: ~0.06 s/iteration on 2 CPU cores, main job)
+    depth: int = 4
+    skip: int = -1                    # layer that re-injects the inputs; -1 = depth // 2, 0 = none
+    anneal_steps: int = 0             # coarse-to-fine PE window 0 -> pos_freqs over this many steps; 0 = off
+    time_mode: str = "pe"             # pe | latent (per-frame GLO codes, interpolated for unseen t)
+    num_frames: int = 0               # latent codes / node table; 0 = from the data (build argument)
+    latent_dim: int = 8
+    latent_init: str = "smooth"       # smooth (codes start as a smooth function of the frame time) | random
+    latent_lr: float = 0.0            # 0 = lr
+    dscale: bool = False              # also predict a per-Gaussian log-scale change
+    backward: bool = False            # build a posed -> canonical field too (cycle consistency)
+    backward_width: int = 0           # 0 = width
+    backward_depth: int = 0           # 0 = depth
+
+    def frames(self, num_frames: int | None, frame_times: Sequence[float] | None
+               ) -> tuple[int | None, Sequence[float] | None]:
+        """(frame count, frame times) for latent codes / node tables: `num_frames` of this config wins over the
+        data's; times whose count differs from a count forced here fall back to evenly spaced. Raises
+        ValueError when time_mode=latent has no frame count."""
+        nf = self.num_frames or num_frames or None
+        if self.time_mode == "latent" and not nf:
+            raise ValueError("deform.time_mode=latent needs the number of frames (deform.num_frames or the data)")
+        if frame_times is not None and nf is not None and len(frame_times) != nf:
+            frame_times = None
+        return nf, frame_times
+
+    def lr_mult(self, lr: float) -> float:
+        """A group learning rate as a multiple of `lr` (0 = the same as `lr`)."""
+        return 1.0 if lr <= 0 or self.lr <= 0 else lr / self.lr
+
+    def backward_config(self) -> "MLPFieldConfig":
+        """The backward field's settings: this config's shared keys, backward_width/backward_depth, no
+        dscale head (an inverse field moves points, not Gaussians)."""
+        shared = {f.name for f in dataclasses.fields(NetworkFieldConfig)} - {"kind"}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in shared}
+        values.update(width=self.backward_width or self.width, depth=self.backward_depth or self.depth,
+                      dscale=False, backward=False)
+        return MLPFieldConfig(**values)
+
+    def build_backward(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None, *,
+                       required: bool = False) -> DeformField | None:
+        if not (self.backward or required):
+            return None
+        from .backward import BackwardField
+
+        return BackwardField(self.backward_config(), num_frames, frame_times)
+
+
+@dataclass
+class MLPFieldConfig(NetworkFieldConfig):
+    """`deform.kind=mlp`: dense SE(3) field (:class:`~dyngauss.deform.mlp.MLPDeformField`)."""
+
+    kind: str = "mlp"
+    screw_frame: str = "world"        # world (Nerfies: x' = R x + t) | local (rotation about the point)
+    ambient_dims: int = 0             # HyperNeRF ambient (slicing) coordinates; 0 = off
+    ambient_width: int = 64
+    ambient_depth: int = 3
+    ambient_freqs: int = 2
+    ambient_lr: float = 0.0           # 0 = lr
+
+    KIND: ClassVar[str] = "mlp"
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        from .mlp import MLPDeformField
+
+        return MLPDeformField(self, num_frames, frame_times)
+
+
+@dataclass
+class NodeFieldConfig(NetworkFieldConfig):
+    """`deform.kind=nodes`: control nodes with skinning (:class:`~dyngauss.deform.nodes.NodeDeformField`)."""
+
+    kind: str = "nodes"
+    num_nodes: int = 512
+    knn: int = 4                      # nodes per Gaussian
+    blend: str = "dqb"                # dqb (dual-quaternion skinning) | lbs
+    graph_knn: int = 8                # node neighbours in node_graph() (ARAP)
+    radius_mult: float = 1.0          # initial node radius = this x mean distance to the knn nearest nodes
+    node_lr: float = 1e-3             # learning rate of the node log-radii
+    node_table: bool = False          # add a per-frame table of node screws to the MLP output
+    table_lr: float = 0.0             # 0 = lr
+    rebind_every: int = 0             # also re-bind Gaussians to nodes every this many steps; 0 = only on change
+
+    KIND: ClassVar[str] = "nodes"
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        from .nodes import NodeDeformField
+
+        return NodeDeformField(self, num_frames, frame_times)
+
+
+FIELD_CONFIGS: dict[str, type[FieldConfig]] = {
+    StaticFieldConfig.KIND: StaticFieldConfig,
+    MLPFieldConfig.KIND: MLPFieldConfig,
+    NodeFieldConfig.KIND: NodeFieldConfig,
+}
+
+
+def field_config(kind: str, **values) -> FieldConfig:
+    """The config of field `kind` with `values` set, e.g. ``field_config("nodes", num_nodes=64).build()``.
+    Raises ValueError for an unknown kind (naming the valid ones) and TypeError for a key of another kind."""
+    if kind not in FIELD_CONFIGS:
+        raise ValueError(f"unknown deform.kind {kind!r}; use {', '.join(FIELD_CONFIGS)}")
+    return FIELD_CONFIGS[kind](**values)
