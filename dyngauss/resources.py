@@ -1,4 +1,4 @@
-"""Files the package needs at run time: the C++ kernel sources and the YAML configs.
+"""Files the package needs at run time: the C++ kernel sources, the YAML configs, and the cache folder.
 
 In the repository they live at the root (``kernels/cpu/``, ``configs/``), which stays their only copy. A wheel
 or a non-editable ``pip install .`` gets them copied into the package at build time (``setup.py``'s build_py:
@@ -7,6 +7,7 @@ source tree around it (a clone, an editable install), so the same code works in 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -19,6 +20,15 @@ def _first_dir(candidates: tuple[Path, ...], pattern: str, what: str) -> Path:
             return d
     raise FileNotFoundError(f"dyngauss {what} not found; looked in " + ", ".join(str(d) for d in candidates) +
                             ". Reinstall the package (`pip install dyngauss` / `pip install .` from a clone).")
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder (built-in scenes, compiled kernels, flow priors): `cache_dir` when given (non-empty),
+    else ``$DYNGAUSS_CACHE``, else ``~/.cache/dyngauss``. Not created here."""
+    if cache_dir is not None and str(cache_dir):
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("DYNGAUSS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dyngauss"
 
 
 def kernel_source_dir() -> Path:

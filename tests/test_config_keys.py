@@ -94,9 +94,9 @@ def _tiny(tmp: Path, cache: Path, name: str, overrides: list[str]) -> Config:
 def _add_static_points(cfg: Config) -> None:
     """Give the generated built-in scene a points3d.ply (the static points of the background loss)."""
     from dyngauss.io.ply import write_points_ply
-    from dyngauss.train.scene import dataset_path
+    from dyngauss.data.loaders import resolve_dataset
 
-    folder = dataset_path(cfg)
+    folder = resolve_dataset(cfg.data)
     pts = np.random.default_rng(0).uniform(-1, 1, (64, 3)).astype(np.float32)
     write_points_ply(folder / "points3d.ply", pts, np.full((64, 3), 128, np.uint8))
 

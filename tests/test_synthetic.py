@@ -274,7 +274,9 @@ def test_ensure_scene_caches(tmp_path, monkeypatch):
     assert ensure_scene(cfg, cache_dir=tmp_path) == p and not calls         # cached: nothing regenerated
     assert (p / ".complete").stat().st_mtime_ns == stamp
     monkeypatch.setenv("DYNGAUSS_CACHE", str(tmp_path / "env"))
-    assert syn.cache_root() == tmp_path / "env"
+    from dyngauss.resources import cache_root
+
+    assert cache_root() == tmp_path / "env" and cache_root(tmp_path / "x") == tmp_path / "x"
 
 
 def test_generate_is_atomic(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from dyngauss.config import load_config  # noqa: E402
 from dyngauss.data import synthetic as S  # noqa: E402
 from dyngauss.data.dnerf import load_dnerf  # noqa: E402
 from dyngauss.data.flow import FlowParams, compute_flow_pair, select_flow_pairs  # noqa: E402
-from dyngauss.train.scene import dataset_path  # noqa: E402
+from dyngauss.data.loaders import resolve_dataset  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     run_cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", [])
     cfg = S.SyntheticConfig(resolution=run_cfg.data.synthetic_resolution, seed=run_cfg.data.synthetic_seed,
                             n_train=run_cfg.data.synthetic_train_frames)
-    root = dataset_path(run_cfg)
+    root = resolve_dataset(run_cfg.data)
     mesh = S.rest_mesh(cfg)
     split = load_dnerf(root, "train")
     cams = split.cameras

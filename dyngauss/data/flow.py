@@ -285,9 +285,10 @@ def select_flow_pairs(cameras: Sequence, times: Sequence[float] | None = None, m
 def default_flow_cache_dir(dataset_path: str | os.PathLike, cache_root: str | os.PathLike = "") -> Path:
     """``<cache_root>/flow/<sha1(abs dataset path)[:16]>``; cache_root "" = ``$DYNGAUSS_CACHE`` or
     ``~/.cache/dyngauss``."""
-    root = Path(cache_root) if str(cache_root) else Path(os.environ.get("DYNGAUSS_CACHE", "~/.cache/dyngauss"))
+    from ..resources import cache_root as default_root
+
     h = hashlib.sha1(str(Path(dataset_path).expanduser().resolve()).encode()).hexdigest()[:16]
-    return root.expanduser() / "flow" / h
+    return default_root(cache_root) / "flow" / h
 
 
 def _hash_array(a: np.ndarray | None) -> str:

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import dnerf, nerfies
 from .dnerf import DatasetError, DNeRFSplit, check_dataset_folder
 
+if TYPE_CHECKING:
+    from ..config import DataConfig
+
 __all__ = ["dataset_format", "available_splits", "load_split"]
+
+
+def resolve_dataset(data: "DataConfig") -> Path:
+    """The dataset folder the `data` config section names: ``data.path``, or for ``data.path == ""`` the built-in
+    synthetic scene (generated once into the cache, :func:`dyngauss.data.synthetic.ensure_scene`)."""
+    if data.path:
+        return Path(data.path).expanduser()
+    from .synthetic import SyntheticConfig, ensure_scene
+
+    scfg = SyntheticConfig(resolution=data.synthetic_resolution, seed=data.synthetic_seed,
+                           n_train=data.synthetic_train_frames)
+    return Path(ensure_scene(scfg, cache_dir=data.cache_dir or None))
 
 
 def _is_dnerf_folder(path: Path) -> bool:

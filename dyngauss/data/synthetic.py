@@ -32,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..resources import cache_root
+
 from .camera import intrinsics_from_fov, look_at_viewmat, viewmat_to_opengl_c2w
 from .images import save_npz, write_png
 
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".complete"
 
-__all__ = ["SyntheticConfig", "generate", "ensure_scene", "config_hash", "cache_root", "scene_mesh", "rest_mesh",
+__all__ = ["SyntheticConfig", "generate", "ensure_scene", "config_hash", "scene_mesh", "rest_mesh",
            "deform_points", "object_bbox", "render_view", "raycast", "exact_flow", "RestMesh", "GENERATOR_VERSION",
            "COMPLETE_MARKER"]
 
@@ -641,14 +643,6 @@ def generate(out_dir: str | os.PathLike, cfg: SyntheticConfig = SyntheticConfig(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $DYNGAUSS_CACHE, else ~/.cache/dyngauss."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("DYNGAUSS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dyngauss"
 
 
 def ensure_scene(cfg: SyntheticConfig = SyntheticConfig(), cache_dir: str | os.PathLike | None = None) -> Path:

@@ -45,13 +45,14 @@ class KernelFallbackWarning(RuntimeWarning):
 
 def default_cache_dir() -> Path:
     """~/.cache/dyngauss/kernels."""
-    return Path(os.path.expanduser("~")) / ".cache" / "dyngauss" / "kernels"
+    return Path.home() / ".cache" / "dyngauss" / "kernels"
 
 
 def cache_dir() -> Path:
     """Where kernels are built: $DYNGAUSS_CACHE/kernels, default ~/.cache/dyngauss/kernels."""
-    root = os.environ.get("DYNGAUSS_CACHE")
-    return Path(root) / "kernels" if root else default_cache_dir()
+    from ..resources import cache_root
+
+    return cache_root() / "kernels"
 
 
 def _sources() -> list[Path]:

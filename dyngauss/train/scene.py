@@ -2,31 +2,12 @@
 scene)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config import Config
-
-
-def cache_root(cfg: Config) -> Path:
-    if cfg.data.cache_dir:
-        return Path(cfg.data.cache_dir).expanduser()
-    return Path(os.environ.get("DYNGAUSS_CACHE", "~/.cache/dyngauss")).expanduser()
-
-
-def dataset_path(cfg: Config) -> Path:
-    """The dataset folder (D-NeRF or Nerfies) to train on; generates the built-in synthetic scene (cached)
-    when data.path is ''."""
-    if cfg.data.path:
-        return Path(cfg.data.path).expanduser()
-    from ..data.synthetic import SyntheticConfig, ensure_scene
-
-    scfg = SyntheticConfig(resolution=cfg.data.synthetic_resolution, seed=cfg.data.synthetic_seed,
-                           n_train=cfg.data.synthetic_train_frames)
-    return Path(ensure_scene(scfg, cache_dir=cache_root(cfg)))
 
 
 @dataclass
@@ -62,7 +43,9 @@ def camera_scene_scale(cameras) -> float:
 def load_scene(cfg: Config) -> SceneData:
     from ..data.loaders import load_split
 
-    path = dataset_path(cfg)
+    from ..data.loaders import resolve_dataset
+
+    path = resolve_dataset(cfg.data)
     train = load_split(path, "train", downscale=cfg.data.downscale, background=tuple(cfg.data.background))
     times = sorted({round(float(t), 8) for t in train.times.tolist()})
     return SceneData(path, cfg, train, times, camera_scene_scale(train.cameras))
