@@ -110,7 +110,7 @@ def test_fields_share_the_trunk_and_keep_their_state_keys():
     nodes = NodeFieldConfig(node_table=True, depth=2).build(num_frames=3)
     for f in (mlp, nodes, MLPFieldConfig(backward=True).build_backward()):
         assert isinstance(f, NetworkField)
-    trunk = ["step", "time.codes.weight", "time.frame_times", "net.layers.0.weight", "net.layers.0.bias",
+    trunk = ["step", "world_center", "world_radius", "world_rotation", "time.codes.weight", "time.frame_times", "net.layers.0.weight", "net.layers.0.bias",
              "net.layers.1.weight", "net.layers.1.bias", "net.cond.0.weight", "net.cond.1.weight",
              "screw_head.weight", "screw_head.bias"]
     assert set(mlp.state_dict()) == set(trunk) | {"dscale_head.weight", "dscale_head.bias"} | {

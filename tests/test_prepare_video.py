@@ -70,8 +70,8 @@ H, W = 128, 160
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    """Tiny test videos: a static camera over a textured wall (a small red square moves), a flat colour, a
-    5-frame clip, and a text file named .mp4."""
+    """Tiny test videos: a static camera over a textured wall (a small red square moves), a camera panning over
+    a textured wall (same square), a flat colour, a 5-frame clip, and a text file named .mp4."""
     d = tmp_path_factory.mktemp("videos")
     bg = _texture(H, W)
     static = []
@@ -79,8 +79,15 @@ def videos(tmp_path_factory):
         f = bg.copy()
         f[40:70, 20 + 5 * i:50 + 5 * i] = (255, 0, 0)
         static.append(f)
+    big = _texture(2 * H, 2 * W, seed=3)
+    pan = []
+    for i in range(12):
+        f = big[20 + 2 * i:20 + 2 * i + H, 10 + 6 * i:10 + 6 * i + W].copy()
+        f[40:70, 20 + 5 * i:50 + 5 * i] = (255, 0, 0)
+        pan.append(f)
     out = {
         "static": _write_video(d / "static.mp4", static),
+        "pan": _write_video(d / "pan.mp4", pan),
         "flat": _write_video(d / "flat.mp4", [np.full((H, W, 3), (90, 140, 200), np.uint8)] * 12),
         "short": _write_video(d / "short.mp4", static[:5]),
     }
@@ -271,18 +278,24 @@ def test_undistort_identity_for_pinhole():
 
 # ----------------------------------------------------------------------------------------------- video
 
-def test_stride_and_times():
-    from dyngauss.sfm.video import choose_stride, frame_times
+def test_select_frames_and_times():
+    """Constant-rate video: the real-time grid keeps the frames the old integer strides kept."""
+    from dyngauss.sfm.video import frame_times, select_frames
 
-    assert choose_stride(150, 30.0, max_frames=75) == 2
-    assert choose_stride(150, 30.0, max_frames=40) == 4
-    assert choose_stride(150, 30.0, fps=15) == 2
-    assert choose_stride(150, 30.0, step=3) == 3
-    assert choose_stride(10, 30.0, max_frames=75) == 1
-    with pytest.raises(PrepareError):
-        choose_stride(150, 0.0, fps=10)
-    t = frame_times([0, 2, 4, 8])
-    assert np.allclose(t, [0, 0.25, 0.5, 1.0])
+    t = np.arange(150) / 30.0
+    assert select_frames(t, max_frames=75)[0] == list(range(0, 150, 2))
+    assert select_frames(t, max_frames=40)[0] == list(range(0, 150, 4))
+    assert select_frames(t, fps=15)[0] == list(range(0, 150, 2))
+    assert select_frames(t, fps=10)[0] == list(range(0, 150, 3))
+    assert select_frames(t, step=3)[0] == list(range(0, 150, 3))
+    assert select_frames(t[:10], max_frames=75)[0] == list(range(10))
+    assert select_frames(t)[0] == list(range(150))
+    for bad in ({"fps": 0.0}, {"fps": -1.0}, {"max_frames": 1}, {"step": 0}):
+        with pytest.raises(PrepareError) as ei:
+            select_frames(t, **bad)
+        assert ei.value.kind == "args"
+    assert np.allclose(frame_times([0, 2, 4, 8]), [0, 0.25, 0.5, 1.0])
+    assert np.allclose(frame_times([1.5, 1.6, 2.5]), [0.0, 0.1, 1.0])
 
 
 def test_decode_subsample_and_resize(videos):
@@ -290,7 +303,8 @@ def test_decode_subsample_and_resize(videos):
 
     info = probe_video(videos["static"])
     assert (info.num_frames, info.width, info.height) == (12, W, H) and info.fps == pytest.approx(10)
-    got = list(decode_frames(videos["static"], [0, 3, 6, 9], resize=80))
+    assert np.allclose(info.times, np.arange(12) / 10.0, atol=1e-3) and not info.vfr
+    got = list(decode_frames(videos["static"], [9, 0, 3, 6], resize=80, info=info))
     assert [i for i, _ in got] == [0, 3, 6, 9]
     assert got[0][1].shape == (64, 80, 3) and got[0][1].dtype == np.uint8
 
@@ -339,7 +353,7 @@ def test_masks_must_match_frames(videos, tmp_path):
 def test_masks_mapping_and_colmap_inversion(tmp_path):
     from PIL import Image
 
-    from dyngauss.sfm.prepare import _colmap_mask, check_masks
+    from dyngauss.sfm.masks import check_masks, colmap_mask
 
     for i in range(6):
         m = np.zeros((H, W), np.uint8)
@@ -349,7 +363,7 @@ def test_masks_mapping_and_colmap_inversion(tmp_path):
     assert {k: v.name for k, v in per_video.items()} == {0: "m000.png", 2: "m002.png", 4: "m004.png"}
     per_kept = check_masks(tmp_path, 18, [0, 3, 6, 9, 12, 15], (W, H))
     assert per_kept[15].name == "m005.png"
-    cm = _colmap_mask(tmp_path / "m000.png", (W, H), dilate=2)
+    cm = colmap_mask(tmp_path / "m000.png", (W, H), dilate=2)
     assert cm[55, 75] == 0 and cm[5, 5] == 255 and cm[55, 68] == 0 and cm[55, 66] == 255
 
 
@@ -368,7 +382,7 @@ def test_existing_output_is_kept(videos, tmp_path):
 
 
 def test_install_replaces_atomically(tmp_path):
-    from dyngauss.sfm.prepare import _install
+    from dyngauss.sfm.output import install
 
     out, new = tmp_path / "out", tmp_path / "out.tmp-x"
     out.mkdir()
@@ -376,8 +390,8 @@ def test_install_replaces_atomically(tmp_path):
     new.mkdir()
     (new / "b").write_text("new")
     with pytest.raises(PrepareError):
-        _install(new, out, overwrite=False)
-    _install(new, out, overwrite=True)
+        install(new, out, overwrite=False)
+    install(new, out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "b").read_text() == "new"
 
 
@@ -425,7 +439,7 @@ def test_writer_layout_and_loadable(videos, tmp_path, monkeypatch):
 
     monkeypatch.setattr(prep, "run_sfm", _fake_sfm(set(range(12)) - {3}))
     out = tmp_path / "out"
-    s = _prepare(videos["static"], out, step=1, test_every=4)
+    s = _prepare(videos["pan"], out, step=1, test_every=4)
     assert s["frames_registered"] == 11 and s["unregistered_frame_indices"] == [3]
     data = json.loads((out / "transforms.json").read_text())
     assert [f["frame_index"] for f in data["frames"]] == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]
@@ -452,7 +466,7 @@ def test_writer_layout_and_loadable(videos, tmp_path, monkeypatch):
     assert not (out / "_work").exists()
     # --overwrite replaces the folder
     monkeypatch.setattr(prep, "run_sfm", _fake_sfm(set(range(12))))
-    s = _prepare(videos["static"], out, step=2, test_every=0, overwrite=True, min_frames=4)
+    s = _prepare(videos["pan"], out, step=2, test_every=0, overwrite=True, min_frames=4)
     assert s["frames_registered"] == 6 and not (out / "transforms_test.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -463,12 +477,12 @@ def test_too_few_registered_and_static_baseline(videos, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(prep, "run_sfm", _fake_sfm({0, 1, 2, 3, 4}))
     with pytest.raises(PrepareError, match=r"too few frames registered: 5 of 12 .*--loop-closure") as ei:
-        _prepare(videos["static"], out, step=1)
+        _prepare(videos["pan"], out, step=1)
     assert ei.value.kind == "registration"
     _nothing_left(out)
     monkeypatch.setattr(prep, "run_sfm", _fake_sfm(set(range(12)), static=True))
     with pytest.raises(PrepareError, match="camera barely moves") as ei:
-        _prepare(videos["static"], out, step=1)
+        _prepare(videos["pan"], out, step=1)
     assert ei.value.kind == "static"
     _nothing_left(out)
 
@@ -508,6 +522,9 @@ def test_casual_twist_video_end_to_end(tmp_path, capsys):
     assert n == 30 and n_reg >= 0.9 * n
     assert summary["mean_reproj_error_px"] < 1.0
     assert abs(summary["camera"]["focal_px"] - 415.69) < 0.03 * 415.69
+    # the camera check saw a moving camera; nothing implausible to warn about
+    assert summary["camera_motion"]["verdict"] == "moving" and abs(summary["fov_deg"] - 60.0) < 2.0
+    assert summary["warnings"] == [] and summary["feature_coverage"] > 0.5, summary["feature_coverage"]
 
     # align to the true cameras (OpenGL c2w) by frame_index
     gt = json.loads((CASUAL / "transforms.json").read_text())
@@ -522,9 +539,12 @@ def test_casual_twist_video_end_to_end(tmp_path, capsys):
     assert a.pos_err.mean() < 0.02 * path_len, (a.pos_err.mean(), path_len)
     # the normalised frame is z-up like the true (Blender) one; the camera pitch only tilts the average up
     assert _angle(a.R @ [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]) < 15.0
-    # times by frame index over the kept span, frame names by frame index
+    # times from the timestamps (30 fps: frame index / 30) over the kept span, frame names by frame index
     assert ours["frames"][0]["time"] == 0.0 and all(f["file_path"] == f"./frames/{f['frame_index']:06d}"
                                                     for f in ours["frames"])
+    assert np.allclose([f["timestamp"] for f in ours["frames"]], np.array(idx) / 30.0, atol=1e-4)
+    assert np.allclose([f["time"] for f in ours["frames"]], (np.array(idx) - idx[0]) / (idx[-1] - idx[0]),
+                       atol=1e-6)
 
     train, test = load_dnerf(out, "train"), load_dnerf(out, "test")
     assert len(train) + len(test) == n_reg and len(test) == math.ceil(n_reg / 10)

@@ -228,9 +228,10 @@ def test_neighbour_terms_on_a_subset_match_the_full_evaluation(tiny_scene, tmp_p
     means_b = apply_motion(g.means, g.quats, g.log_scales, m2)[0]
     ra, rb = quat_normalize(motion.rot), quat_normalize(m2.rot)
     idx, w = t.terms.nbr_idx, t.terms.nbr_w
-    want = {"rigidity": R.local_rigidity_loss(means, ra, means_b, rb, idx, w, anchors),
+    u = t.scene.world_radius  # lengths are in units of the scene radius (train/motion_terms.py)
+    want = {"rigidity": R.local_rigidity_loss(means, ra, means_b, rb, idx, w, anchors) / u,
             "rotation": R.rotation_similarity_loss(ra, rb, idx, w, anchors),
-            "isometry": R.isometry_loss(means, means_b, idx, w, anchors)}
+            "isometry": R.isometry_loss(means, means_b, idx, w, anchors) / u}
     for k, v in want.items():
         assert float(v) > 0
         assert float(got[k]) == pytest.approx(float(v), rel=1e-4, abs=1e-7), k

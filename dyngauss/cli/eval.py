@@ -6,7 +6,8 @@
 along the object's rest long axis (--twist-axis), how many degrees the model turns each cross-section about
 the axis compared with the ground truth, at a few times of the track split; saved to RUN/twist_error.json.
 `python tools/eval.py ...` is the same command. Exit codes: 0 ok, 1 dataset / checkpoint / kernel error,
-2 bad arguments.
+2 bad arguments, or an output that cannot be written (disk full, read-only, permission denied: one `error:`
+line naming the path; earlier outputs stay as they were).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.twist_slices < 0 or args.twist_slices == 1:
         ap.error("--twist-slices must be 0 (off) or >= 2")
     from ..data.dnerf import DatasetError
-    from ..data.loaders import load_split
+    from ..data.loaders import load_split, split_options
     from ..eval.evaluate import evaluate_run
     from ..render.cpu_backend import KernelUnavailableError
     from ..model import CheckpointError, DynamicGaussians
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run) if Path(args.run).is_dir() else model.info.path.parent.parent
         data = Path(args.data) if args.data else Path(model.info.dataset or "")
         cfg = model.config
-        split = load_split(data, args.split, downscale=cfg.data.downscale, background=tuple(cfg.data.background))
+        split = load_split(data, args.split, **split_options(cfg.data))
         metrics = evaluate_run(model, split, run_dir, args.split, backend=args.backend or cfg.render.backend,
                                save_renders=not args.no_renders, lpips=cfg.eval.lpips, data_path=data)
         twist = None
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, CheckpointError, KernelUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # metrics.json / renders not writable, disk full: one line naming the path, exit 2
+        from ..io import describe_os_error
+
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     print(f"{args.split}: PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  LPIPS {metrics['lpips']}  "
           f"FPS {metrics['fps']:.1f}  Gaussians {metrics['num_gaussians']}  -> {run_dir / 'metrics.json'}")
     if metrics.get("track_epe") is not None or metrics.get("flow_epe_px") is not None:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("dyngauss.cli.export", "export a trained model as a per-frame PLY sequence"),
     "play": Command("dyngauss.cli.play", "play a PLY sequence (Open3D window, or headless to a video / PNGs)"),
     "render": Command("dyngauss.cli.render", "render a trained model along a camera path into a video"),
+    "view": Command("dyngauss.cli.view", "open a run, checkpoint or PLY sequence in a web browser (time slider)"),
     "prepare-video": Command("dyngauss.cli.prepare_video",
                              "turn your own video into a training folder (frames, SfM cameras)"),
     "make-synthetic": Command("dyngauss.cli.make_synthetic", "generate the built-in synthetic scene"),

@@ -3,9 +3,13 @@ ground truth).
 
     dyngauss make-synthetic                      # into the cache ($DYNGAUSS_CACHE or ~/.cache/dyngauss)
     dyngauss make-synthetic --out data/bar --res 256 --seed 1
+    dyngauss make-synthetic --multiview --out data/bar_mv   # 8 fixed cameras x 30 time steps, Panoptic layout
+    dyngauss make-synthetic --cameras 12 --n-train 60       # 12 cameras x 60 time steps (into the cache)
 
 Prints the scene folder (stdout; the time taken goes to stderr). With --out, an existing synthetic scene there is
-replaced; any other existing non-empty folder is refused unless --force.
+replaced; any other existing non-empty folder is refused unless --force. With --multiview / --cameras N the
+scene is seen by N (default 8) fixed synchronised cameras at each of --n-train time steps (default 30 then),
+camera 0 held out as the test split (dyngauss/data/synthetic_multiview.py); --n-val/--n-test/--n-video are unused.
 `python tools/make_synthetic.py ...` is the same command. Exit codes: 0 ok, 2 bad arguments / refused folder.
 """
 from __future__ import annotations
@@ -15,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+MULTIVIEW_CAMERAS = 8   # --multiview defaults: fixed cameras ...
+MULTIVIEW_TIMES = 30    # ... and time steps
 
 def main(argv: list[str] | None = None) -> int:
     from ..data.synthetic import SyntheticConfig, ensure_scene, generate
@@ -25,18 +31,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache root when --out is not given")
     ap.add_argument("--res", type=int, default=d.resolution, help="image width = height")
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--n-train", type=int, default=d.n_train)
+    ap.add_argument("--n-train", type=int, default=None,
+                    help=f"training frames; time steps with --multiview (default {d.n_train}, multi-view "
+                         f"{MULTIVIEW_TIMES})")
     ap.add_argument("--n-val", type=int, default=d.n_val)
     ap.add_argument("--n-test", type=int, default=d.n_test)
     ap.add_argument("--n-video", type=int, default=d.n_video)
     ap.add_argument("--n-tracks", type=int, default=d.n_tracks)
     ap.add_argument("--supersample", type=int, default=d.supersample)
     ap.add_argument("--motion-scale", type=float, default=d.motion_scale)
+    ap.add_argument("--multiview", action="store_true",
+                    help=f"synchronised fixed cameras (--cameras, default {MULTIVIEW_CAMERAS}) instead of one "
+                         "random camera per frame")
+    ap.add_argument("--cameras", type=int, default=None, help="number of fixed cameras (>= 2; implies --multiview)")
     ap.add_argument("--force", action="store_true", help="replace --out even if it is not a synthetic scene")
     a = ap.parse_args(argv)
-    cfg = SyntheticConfig(resolution=a.res, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                          n_video=a.n_video, n_tracks=a.n_tracks, supersample=a.supersample,
-                          motion_scale=a.motion_scale)
+    multi = a.multiview or a.cameras is not None
+    n_cameras = (a.cameras if a.cameras is not None else MULTIVIEW_CAMERAS) if multi else 0
+    n_train = a.n_train if a.n_train is not None else (MULTIVIEW_TIMES if multi else d.n_train)
+    try:
+        cfg = SyntheticConfig(resolution=a.res, seed=a.seed, n_train=n_train, n_val=a.n_val, n_test=a.n_test,
+                              n_video=a.n_video, n_tracks=a.n_tracks, supersample=a.supersample,
+                              motion_scale=a.motion_scale, n_cameras=n_cameras)
+    except ValueError as e:
+        ap.error(str(e))
     t0 = time.perf_counter()
     try:
         path = generate(a.out, cfg, force=a.force) if a.out else ensure_scene(cfg, cache_dir=a.cache_dir)

@@ -4,14 +4,17 @@
     dyngauss play runs/x/ply --video out.mp4                      # headless: every frame -> mp4 (or .gif)
     dyngauss play runs/x/ply --frames renders/ --size 640 480 --nodes
     dyngauss play runs/x/ply --glyphs                             # oriented ellipsoids (<= 2000 Gaussians)
+    dyngauss play runs/x/ply --splats                             # rasterized Gaussians (C++ CPU kernel / gsplat)
 (`python tools/play.py ...` is the same command.)
 
 Window keys: space play/pause | <- -> step | + - speed | L loop | N node graph | G glyphs | P screenshot |
-R reset view | [ ] point size | H help | Esc/Q quit.
+R reset view | [ ] point size | H help | Esc/Q quit. With --splats the window shows the rasterized Gaussians
+(re-rendered from the current view; G: splats/points, [ ]: splat size); headless --splats needs no GL at all.
 
 Headless rendering picks the first offscreen path that works (Open3D legacy Visualizer through EGL or an X
 server such as `xvfb-run -a`, then Filament's OffscreenRenderer) and says what to install if none does.
-Exit codes: 0 ok, 2 bad arguments / unreadable sequence, 3 no display or offscreen rendering.
+Exit codes: 0 ok, 2 bad arguments / unreadable sequence / --video or --frames not writable (one `error:` line),
+3 no display or offscreen rendering.
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--glyphs", action="store_true", help="oriented ellipsoid per Gaussian (small sets only)")
     ap.add_argument("--max-glyphs", type=int, default=2000)
     ap.add_argument("--nodes", action="store_true", help="draw the node graph (headless; N toggles in the window)")
+    ap.add_argument("--splats", action="store_true",
+                    help="show the rasterized Gaussians instead of points (gaussians frames only)")
+    ap.add_argument("--splat-backend", default="auto", choices=("auto", "cpu", "gsplat", "torch"),
+                    help="rasterizer for --splats: auto = gsplat on a CUDA GPU, else the C++ CPU kernel")
     ap.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=None,
                     help="image/window size (default 960 720 headless, 1280 800 window)")
     ap.add_argument("--opacity-threshold", type=float, default=0.05, help="hide Gaussians below this opacity")
@@ -74,13 +81,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"loaded {seq.count} frames x {seq.num_points} points ({seq.fmt}) at {seq.fps:g} fps"
           f"{', node graph' if seq.nodes else ''} from {seq.path}")
+    splats = None
+    if args.splats:
+        from ..render.cpu_backend import KernelUnavailableError
+        from ..viewer.splats import SplatError, SplatRenderer
+
+        try:
+            splats = SplatRenderer(seq, backend=args.splat_backend, background=args.background)
+        except (SplatError, KernelUnavailableError) as e:
+            print(f"error: --splats: {e}", file=sys.stderr)
+            return 2
+        print(f"splats: rasterized with {splats.name}")
     try:
         if args.video or args.frames:
             size = tuple(args.size) if args.size else (960, 720)
             st = render_offscreen(seq, video=args.video, frames_dir=args.frames, size=size, fps=args.fps,
                                   point_size=args.point_size, glyphs=args.glyphs, nodes=args.nodes,
                                   backend=args.backend, background=args.background, up=args.up,
-                                  progress=progress_printer("rendering"))
+                                  progress=progress_printer("rendering"), splats=splats)
             print(f"{st.frames} frames in {st.seconds:.2f} s ({st.fps:.1f} FPS, {st.backend} renderer)"
                   + "".join(f"\n  -> {p}" for p in ([Path(args.frames)] if args.frames else [])
                             + ([Path(args.video)] if args.video else [])))
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             size = tuple(args.size) if args.size else (1280, 800)
             player = Player(seq, size=size, point_size=args.point_size, glyphs=args.glyphs,
                             background=args.background, loop=not args.no_loop, speed=args.speed,
-                            screenshot_dir=args.screenshot_dir, up=args.up)
+                            screenshot_dir=args.screenshot_dir, up=args.up, splats=splats)
             n = player.run(duration=args.duration)
             print(f"shown {n} frame updates")
     except OffscreenUnavailable as e:
@@ -96,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except ValueError as e:  # bad size, bad video path (VideoError), unknown backend
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # --video / --frames not writable, disk full: one line naming the path
+        from ..io import describe_os_error
+
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,7 +10,8 @@ Paths:
               without a dataset, a camera framing the Gaussians) while t goes 0 -> 1
   orbit       that camera circled --turns times around the world --up axis through the scene centre, t 0 -> 1
   split:NAME  the cameras of a dataset split (train/val/test/video), each at its own time (--frames subsamples)
-Exit codes: 0 ok, 2 bad arguments / missing or incompatible checkpoint or dataset.
+Exit codes: 0 ok, 2 bad arguments / missing or incompatible checkpoint or dataset / an output that cannot be
+written (disk full, read-only, permission denied: one `error:` line naming it).
 """
 from __future__ import annotations
 
@@ -227,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                         out, fps)
     except ValueError as e:  # VideoError included
         print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # not writable / disk full: one line naming the path
+        from ..io import describe_os_error
+
+        print(f"\nerror: {describe_os_error(e)}", file=sys.stderr)
         return 2
     dt = time.perf_counter() - t0
     print(f"wrote {n} frames to {out} ({n / dt:.2f} frames/s)")

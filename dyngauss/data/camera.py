@@ -6,6 +6,7 @@ once with :func:`opengl_c2w_to_viewmat`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -29,6 +30,85 @@ def opengl_c2w_to_viewmat(c2w: np.ndarray) -> np.ndarray:
 def viewmat_to_opengl_c2w(viewmat: np.ndarray) -> np.ndarray:
     """Inverse of :func:`opengl_c2w_to_viewmat`."""
     return np.linalg.inv(np.asarray(viewmat, dtype=np.float64)) @ _GL_TO_CV
+
+
+class CameraError(ValueError):
+    """A camera-to-world matrix or intrinsics that describe no pinhole camera (the loaders add the file name)."""
+
+
+# A rotation block whose columns are orthonormal to within this (after removing a uniform scale) is a rotation.
+ROTATION_TOL = 1e-2
+# A uniform scale of the rotation block further than this from 1 is removed (with a warning by the loaders).
+SCALE_TOL = 1e-3
+# Fields of view outside this range (degrees) are refused: no pinhole camera of a real dataset has them, and
+# they are what normalised (0..1) or millimetre intrinsics look like when read as pixels.
+FOV_RANGE_DEG = (0.01, 170.0)
+
+
+def check_c2w(m: np.ndarray) -> tuple[np.ndarray, float]:
+    """Validate a camera-to-world matrix and return (c2w [4,4] float64 with a pure rotation block, the uniform
+    scale that was removed from it: 1.0 when none).
+
+    Accepts [4,4] or [3,4] (the bottom row [0,0,0,1] is added). Raises :class:`CameraError` when the matrix is
+    not finite, its bottom row is not [0,0,0,1] (with a hint when it looks transposed), or its 3x3 block is not
+    a rotation times a positive uniform scale (shear, non-uniform scale, a reflection or a singular block).
+
+    A uniform scale s != 1 of the rotation block (e.g. a Blender camera object with a scale) is divided out:
+    the camera centre (the last column) and the viewing direction are unchanged by it, so the normalised
+    matrix is the camera that was meant; instant-ngp does the same. Inverting the scaled matrix instead would
+    put every camera centre at t / s^2 (16x off for s = 0.25). Callers should warn when the scale is not 1.
+    """
+    m = np.asarray(m, dtype=np.float64)
+    if m.shape == (3, 4):
+        m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]], axis=0)
+    if m.shape != (4, 4):
+        raise CameraError(f"must be a 4x4 (or 3x4) array of numbers, got shape {m.shape}")
+    bad = ~np.isfinite(m)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise CameraError(f"has {int(bad.sum())} non-finite value(s) (NaN or inf), e.g. at row {r}, column {c}")
+    unit = np.array([0.0, 0.0, 0.0, 1.0])
+    if np.abs(m[3] - unit).max() > 1e-5:
+        hint = " (the matrix looks transposed: write it row by row, translation in the last column)" \
+            if np.abs(m[:, 3] - unit).max() <= 1e-5 else ""
+        raise CameraError(f"bottom row must be [0, 0, 0, 1], got {np.round(m[3], 6).tolist()}{hint}")
+    A = m[:3, :3]
+    det, vol = float(np.linalg.det(A)), float(np.prod(np.linalg.norm(A, axis=0)))
+    if not det > 1e-9 * vol:
+        what = "a reflection (determinant < 0)" if det < -1e-9 * vol else "singular"
+        raise CameraError(f"rotation block is {what}; it must be a rotation (times a uniform scale)")
+    s = det ** (1.0 / 3.0)
+    Q = A / s
+    err = float(np.abs(Q.T @ Q - np.eye(3)).max())
+    if err > ROTATION_TOL:
+        norms = np.linalg.norm(A, axis=0)
+        raise CameraError(f"rotation block is not a rotation times a uniform scale (column norms "
+                          f"{np.round(norms, 4).tolist()}, orthogonality error {err:.3g}: shear or non-uniform "
+                          "scale)")
+    if abs(s - 1.0) <= SCALE_TOL:
+        return m, 1.0
+    out = m.copy()
+    out[:3, :3] = Q
+    return out, s
+
+
+def check_intrinsics(fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> None:
+    """Raise :class:`CameraError` unless fx, fy > 0, all four are finite, and both fields of view
+    (2 atan(size / 2f)) lie in :data:`FOV_RANGE_DEG` (a focal of 1e-9 px, or intrinsics given in units of the
+    image size, read as pixels, give ~180 degrees)."""
+    vals = {"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy}
+    for k, v in vals.items():
+        if not math.isfinite(float(v)):
+            raise CameraError(f"'{k}' is not finite ({v})")
+    if fx <= 0 or fy <= 0:
+        raise CameraError(f"focal length must be positive, got fl_x={fx:g}, fl_y={fy:g}")
+    lo, hi = FOV_RANGE_DEG
+    for axis, f, size in (("horizontal", fx, width), ("vertical", fy, height)):
+        fov = math.degrees(2.0 * math.atan(0.5 * size / f))
+        if not lo <= fov <= hi:
+            hint = " (are the intrinsics in units of the image size instead of pixels?)" if fov > hi else ""
+            raise CameraError(f"focal length {f:g} px gives a {axis} field of view of {fov:.4g} degrees for a "
+                              f"{width}x{height} image; a pinhole camera needs {lo:g}..{hi:g}{hint}")
 
 
 def intrinsics_from_fov(camera_angle_x: float, width: int, height: int) -> np.ndarray:

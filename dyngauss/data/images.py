@@ -112,6 +112,32 @@ def area_resize(x: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def undistort_to_pinhole(img: np.ndarray, K: np.ndarray, radial=(0.0, 0.0, 0.0), tangential=(0.0, 0.0),
+                         skew_px: float = 0.0) -> np.ndarray:
+    """Resample an image [H,W,C] taken through OpenCV's lens model (radial k1 k2 k3, tangential p1 p2, pixel
+    skew) to the pinhole camera with the same intrinsics K [3,3] (fx, fy, cx, cy; pixel centres at +0.5):
+    for every output pixel the normalised point (x, y) is distorted, x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6)
+    + 2 p1 x y + p2 (r^2 + 2 x^2) (y_d likewise), and the input is sampled bilinearly at
+    (fx x_d + skew y_d + cx, fy y_d + cy). Edges are replicated."""
+    import cv2
+
+    H, W = img.shape[:2]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    x, y = (u - cx) / fx, (v - cy) / fy
+    k1, k2, k3 = (float(c) for c in radial)
+    p1, p2 = (float(c) for c in tangential)
+    r2 = x * x + y * y
+    d = 1.0 + r2 * (k1 + r2 * (k2 + k3 * r2))
+    xd = x * d + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
+    yd = y * d + 2.0 * p2 * x * y + p1 * (r2 + 2.0 * y * y)
+    mx = (fx * xd + skew_px * yd + cx - 0.5).astype(np.float32)  # cv2: integer = pixel centre
+    my = (fy * yd + cy - 0.5).astype(np.float32)
+    out = cv2.remap(np.ascontiguousarray(img, dtype=np.float32), mx, my, cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(img.shape)
+
+
 def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
 

@@ -25,9 +25,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .camera import Camera
+from .camera import Camera, CameraError, check_intrinsics
 from .dnerf import DatasetError, DNeRFSplit, check_dataset_folder, estimate_bounds
-from .images import IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, decode_ahead, read_image
+from .images import (IMAGE_EXTENSIONS, ImageReadError, area_resize, composite, decode_ahead, read_image,
+                     undistort_to_pinhole)
 
 __all__ = ["is_nerfies_folder", "load_nerfies", "nerfies_splits", "NerfiesCamera", "read_nerfies_camera"]
 
@@ -113,9 +114,15 @@ def read_nerfies_camera(path: str | os.PathLike) -> NerfiesCamera:
     size = _array(spec, "image_size", (2,), path)
     if np.any(size < 1) or np.any(size != np.round(size)):
         raise DatasetError(f"{path}: 'image_size' must be two positive integers [W, H], got {size.tolist()}")
+    pp = _array(spec, "principal_point", (2,), path)
+    f = scalars["focal_length"]
+    try:
+        check_intrinsics(f, f * scalars["pixel_aspect_ratio"], pp[0], pp[1], int(size[0]), int(size[1]))
+    except CameraError as e:
+        raise DatasetError(f"{path}: {e}") from None
     return NerfiesCamera(
         orientation=R, position=_array(spec, "position", (3,), path), focal_length=scalars["focal_length"],
-        principal_point=_array(spec, "principal_point", (2,), path), skew=scalars["skew"],
+        principal_point=pp, skew=scalars["skew"],
         pixel_aspect_ratio=scalars["pixel_aspect_ratio"],
         radial_distortion=_array(spec, "radial_distortion", (3,), path, (0.0, 0.0, 0.0)),
         tangential_distortion=_array(spec, tkey, (2,), path, (0.0, 0.0)),
@@ -224,23 +231,7 @@ def _bounds_from_points(pp: Path, center: np.ndarray, scale: float) -> tuple[np.
 
 def _undistort(img: np.ndarray, nc: NerfiesCamera, K: np.ndarray, sx: float) -> np.ndarray:
     """Resample an image of camera `nc` (scaled by sx, sy) to the pinhole K (no skew, no distortion)."""
-    import cv2
-
-    H, W = img.shape[:2]
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
-    x, y = (u - cx) / fx, (v - cy) / fy
-    k1, k2, k3 = nc.radial_distortion
-    p1, p2 = nc.tangential_distortion
-    r2 = x * x + y * y
-    d = 1.0 + r2 * (k1 + r2 * (k2 + k3 * r2))
-    xd = x * d + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
-    yd = y * d + 2.0 * p2 * x * y + p1 * (r2 + 2.0 * y * y)
-    mx = (fx * xd + nc.skew * sx * yd + cx - 0.5).astype(np.float32)  # cv2: integer = pixel centre
-    my = (fy * yd + cy - 0.5).astype(np.float32)
-    out = cv2.remap(np.ascontiguousarray(img, dtype=np.float32), mx, my, cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(img.shape)
+    return undistort_to_pinhole(img, K, nc.radial_distortion, nc.tangential_distortion, nc.skew * sx)
 
 
 def _decoded(paths: list[Path], workers: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

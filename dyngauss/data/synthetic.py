@@ -1,7 +1,9 @@
 """The built-in default scene: a procedurally textured bar that twists, bends and moves, rendered by an
 independent z-buffer triangle rasterizer (numpy; not Gaussian splatting), written in D-NeRF format with the
 same motion ground truth as ``../shared/data/twist`` (fixed-camera video split with exact depth, forward flow
-and validity, and ``gt_tracks.npz``).
+and validity, and ``gt_tracks.npz``). With ``SyntheticConfig.n_cameras >= 2`` the same object is instead seen by
+that many fixed synchronised cameras at every time step, written in the Panoptic layout
+(dyngauss/data/synthetic_multiview.py).
 
 World: z up (like Blender). The bar is a box ``size`` (default 0.5 x 0.4 x 1.6) centred at the origin with its
 long axis along z, tessellated into a grid of triangles on each face. At time t in [0,1] a rest point is moved by
@@ -66,6 +68,9 @@ class SyntheticConfig:
     segments: tuple = (6, 5, 32)                 # tessellation of the box along x, y, z
     checker_size: float = 0.1
     motion_scale: float = 1.0                    # scales twist, bend, rotation and translation
+    # 0: the monocular protocol above (one random camera per frame); >= 2: that many fixed synchronised cameras
+    # seeing all n_train time steps, written in the Panoptic layout (dyngauss/data/synthetic_multiview.py)
+    n_cameras: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution < 4:
@@ -78,12 +83,19 @@ class SyntheticConfig:
             raise ValueError("n_video must be 0 or >= 2")
         if self.supersample < 1:
             raise ValueError("supersample must be >= 1")
+        if self.n_cameras < 0 or self.n_cameras == 1:
+            raise ValueError(f"n_cameras must be 0 (monocular) or >= 2 (one is held out), got {self.n_cameras}")
         object.__setattr__(self, "elevation_deg", tuple(float(v) for v in self.elevation_deg))
         object.__setattr__(self, "size", tuple(float(v) for v in self.size))
         object.__setattr__(self, "segments", tuple(int(v) for v in self.segments))
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        """Every field (tuples as lists); ``n_cameras`` only when non-zero, so a monocular scene's dict, hash and
+        files are those of the generator before the multi-camera mode existed."""
+        d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        if not self.n_cameras:
+            del d["n_cameras"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SyntheticConfig":
@@ -504,6 +516,11 @@ def _video_gt(root: Path, times: np.ndarray, V: np.ndarray, cfg: SyntheticConfig
 
 
 def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
+    if cfg.n_cameras:
+        from .synthetic_multiview import write_multiview_scene
+
+        write_multiview_scene(root, cfg)
+        return
     t0 = _time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     mesh = rest_mesh(cfg)

@@ -11,15 +11,25 @@ kind's keys are valid next to it (dyngauss/config.py enforces this when loading 
 * :class:`NodeFieldConfig` (`kind: nodes`): sparse control nodes with skinning (DynamicFusion / SC-GS).
 
 Every config has `build(num_frames, frame_times) -> DeformField` and `build_backward(...)` (the inverse field,
-or None). The defaults are the main job's (configs/default.yaml is the default Config).
+or None). The defaults are the main job's (configs/default.yaml is the default Config). Every key carries its
+allowed range or choices (``Annotated[..., Range(...)]``, dyngauss/schema.py) and NetworkFieldConfig.RULES the
+relation between keys; dyngauss.config checks them when a config is loaded.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Annotated, ClassVar, Sequence
 
+from ..schema import OneOf, Range, Rule
 from .base import DeformField, IdentityField
+
+# constraints of the keys (dyngauss/schema.py; checked by dyngauss.config.validate_config)
+LR = Range(ge=0, hint="a negative rate would ascend the loss")
+LR_OR_SAME = Range(ge=0, hint="0 = the same as lr")
+FREQS = Range(ge=0, le=20, hint="2^20 x has no float32 precision left")
+SIZE = Range(ge=1)
+SIZE_OR_SAME = Range(ge=0, hint="0 = the same as the forward field")
 
 
 @dataclass
@@ -50,7 +60,7 @@ class FieldConfig:
 class StaticFieldConfig(FieldConfig):
     """`deform.kind=none`: a static scene (:class:`IdentityField`). Nothing to learn: lr is 0."""
 
-    kind: str = "none"
+    kind: Annotated[str, OneOf("none")] = "none"
 
     KIND: ClassVar[str] = "none"
     lr: ClassVar[float] = 0.0          # no parameters (read by the trainer's deformation optimizer)
@@ -65,24 +75,29 @@ class NetworkFieldConfig(FieldConfig):
     """Keys shared by the MLP-based fields and their backward field. Learning rates given as 0 mean "the same
     as `lr`"; the trainer decays every group by the same factor from `lr` to `lr_final`."""
 
-    lr: float = 1e-3                  # deformation network learning rate (Adam)
-    lr_final: float = 1e-5            # exponential decay target at the end of training
-    pos_freqs: int = 8                # PE frequencies of the position (2^0 .. 2^(F-1))
-    pos_scale: float = 1.0            # positions are multiplied by this before the PE
-    time_freqs: int = 4               # PE frequencies of t (time_mode=pe); low: each time is seen by one camera
-    width: int = 64                   # MLP width (64 x 4: ~0.06 s/iteration on 2 CPU cores, main job)
-    depth: int = 4
-    skip: int = -1                    # layer that re-injects the inputs; -1 = depth // 2, 0 = none
-    anneal_steps: int = 0             # coarse-to-fine PE window 0 -> pos_freqs over this many steps; 0 = off
-    time_mode: str = "pe"             # pe | latent (per-frame GLO codes, interpolated for unseen t)
-    num_frames: int = 0               # latent codes / node table; 0 = from the data (build argument)
-    latent_dim: int = 8
-    latent_init: str = "smooth"       # smooth (codes start as a smooth function of the frame time) | random
-    latent_lr: float = 0.0            # 0 = lr
+    lr: Annotated[float, LR] = 1e-3                 # deformation network learning rate (Adam)
+    lr_final: Annotated[float, LR] = 1e-5           # exponential decay target at the end of training
+    pos_freqs: Annotated[int, FREQS] = 8            # PE frequencies of the position (2^0 .. 2^(F-1))
+    pos_scale: Annotated[float, Range(gt=0)] = 1.0  # positions are multiplied by this before the PE
+    time_freqs: Annotated[int, FREQS] = 4           # PE frequencies of t (time_mode=pe); low: one camera per time
+    width: Annotated[int, SIZE] = 64                # MLP width (64 x 4: ~0.06 s/iteration on 2 CPU cores)
+    depth: Annotated[int, SIZE] = 4
+    # layer that re-injects the inputs; -1 = depth // 2, 0 = none, else 1 .. depth-1
+    skip: Annotated[int, Range(ge=-1, hint="-1 = depth // 2, 0 = none")] = -1
+    anneal_steps: Annotated[int, Range(ge=0)] = 0   # coarse-to-fine PE window 0 -> pos_freqs over this; 0 = off
+    time_mode: Annotated[str, OneOf("pe", "latent")] = "pe"  # latent: per-frame GLO codes, interpolated
+    num_frames: Annotated[int, Range(ge=0, hint="0 = from the data")] = 0  # latent codes / node table
+    latent_dim: Annotated[int, SIZE] = 8
+    # smooth (codes start as a smooth function of the frame time) | random
+    latent_init: Annotated[str, OneOf("smooth", "random")] = "smooth"
+    latent_lr: Annotated[float, LR_OR_SAME] = 0.0   # 0 = lr
     dscale: bool = False              # also predict a per-Gaussian log-scale change
     backward: bool = False            # build a posed -> canonical field too (cycle consistency)
-    backward_width: int = 0           # 0 = width
-    backward_depth: int = 0           # 0 = depth
+    backward_width: Annotated[int, SIZE_OR_SAME] = 0  # 0 = width
+    backward_depth: Annotated[int, SIZE_OR_SAME] = 0  # 0 = depth
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("skip", "<", "depth", when=("skip", ">", 0), why="a skip layer at or past the last layer is no skip"),)
 
     def frames(self, num_frames: int | None, frame_times: Sequence[float] | None
                ) -> tuple[int | None, Sequence[float] | None]:
@@ -122,13 +137,14 @@ class NetworkFieldConfig(FieldConfig):
 class MLPFieldConfig(NetworkFieldConfig):
     """`deform.kind=mlp`: dense SE(3) field (:class:`~dyngauss.deform.mlp.MLPDeformField`)."""
 
-    kind: str = "mlp"
-    screw_frame: str = "world"        # world (Nerfies: x' = R x + t) | local (rotation about the point)
-    ambient_dims: int = 0             # HyperNeRF ambient (slicing) coordinates; 0 = off
-    ambient_width: int = 64
-    ambient_depth: int = 3
-    ambient_freqs: int = 2
-    ambient_lr: float = 0.0           # 0 = lr
+    kind: Annotated[str, OneOf("mlp")] = "mlp"
+    # world (Nerfies: x' = R x + t) | local (rotation about the point)
+    screw_frame: Annotated[str, OneOf("world", "local")] = "world"
+    ambient_dims: Annotated[int, Range(ge=0, hint="0 = off")] = 0  # HyperNeRF ambient (slicing) coordinates
+    ambient_width: Annotated[int, SIZE] = 64
+    ambient_depth: Annotated[int, SIZE] = 3
+    ambient_freqs: Annotated[int, FREQS] = 2
+    ambient_lr: Annotated[float, LR_OR_SAME] = 0.0  # 0 = lr
 
     KIND: ClassVar[str] = "mlp"
 
@@ -142,16 +158,17 @@ class MLPFieldConfig(NetworkFieldConfig):
 class NodeFieldConfig(NetworkFieldConfig):
     """`deform.kind=nodes`: control nodes with skinning (:class:`~dyngauss.deform.nodes.NodeDeformField`)."""
 
-    kind: str = "nodes"
-    num_nodes: int = 512
-    knn: int = 4                      # nodes per Gaussian
-    blend: str = "dqb"                # dqb (dual-quaternion skinning) | lbs
-    graph_knn: int = 8                # node neighbours in node_graph() (ARAP)
-    radius_mult: float = 1.0          # initial node radius = this x mean distance to the knn nearest nodes
-    node_lr: float = 1e-3             # learning rate of the node log-radii
+    kind: Annotated[str, OneOf("nodes")] = "nodes"
+    num_nodes: Annotated[int, SIZE] = 512
+    knn: Annotated[int, SIZE] = 4                   # nodes per Gaussian (at most the node count)
+    blend: Annotated[str, OneOf("dqb", "lbs")] = "dqb"  # dqb (dual-quaternion skinning) | lbs
+    graph_knn: Annotated[int, SIZE] = 8             # node neighbours in node_graph() (ARAP)
+    radius_mult: Annotated[float, Range(gt=0)] = 1.0  # initial node radius = this x mean distance to knn nodes
+    node_lr: Annotated[float, LR] = 1e-3            # learning rate of the node log-radii
     node_table: bool = False          # add a per-frame table of node screws to the MLP output
-    table_lr: float = 0.0             # 0 = lr
-    rebind_every: int = 0             # also re-bind Gaussians to nodes every this many steps; 0 = only on change
+    table_lr: Annotated[float, LR_OR_SAME] = 0.0    # 0 = lr
+    # also re-bind Gaussians to nodes every this many steps; 0 = only when they change
+    rebind_every: Annotated[int, Range(ge=0, hint="0 = only when the Gaussians change")] = 0
 
     KIND: ClassVar[str] = "nodes"
 

@@ -2,7 +2,9 @@
 
 Per Gaussian: screw axis S = MLP(PE_alpha(x), time code [, PE(ambient(x, time code))]) -> (R, t) = exp(S), so
 posed mean = R mu + t (docs/design.md). The screw acts in world coordinates (Nerfies; `screw_frame="world"`) or
-about the canonical point itself (`"local"`: posed mean = mu + t_local, R only turns the Gaussian).
+about the canonical point itself (`"local"`: posed mean = mu + t_local, R only turns the Gaussian). Positions,
+rotations and translations are in the scene's frame (centred on the scene, radius 1, the scene's axes;
+deform/shared.py), so "world" rotates about the scene's centre.
 
 * coarse-to-fine: the position encoding's frequency bands fade in as alpha goes 0 -> pos_freqs over
   `anneal_steps` (driven by :meth:`set_step`; the step is a buffer, so a loaded checkpoint keeps its alpha).
@@ -68,7 +70,7 @@ class MLPDeformField(NetworkField):
         n = points.shape[0]
         tt = as_time_tensor(t, n, points.device, points.dtype)
         c = self.time(tt, frame)
-        x = self.pos_pe(points, self.alpha)
+        x = self.pos_pe(self.to_unit(points), self.alpha)
         if self.ambient_dims > 0:
             amb = self.ambient_head(self.ambient_net(x, c))
             self.last_ambient = amb
@@ -79,9 +81,12 @@ class MLPDeformField(NetworkField):
         if means.shape[0] == 0:
             return Motion.identity(0, means.device, means.dtype)
         s, ds = self.screw(means, t, frame)
-        rot, trans = se3_exp(s)
+        rot, trans = se3_exp(s)  # in the scene's frame (shared.py)
         if self.screw_frame == "local":  # x' = R (x - mu) + mu + p  =>  t = mu + p - R mu
-            trans = means + trans - quat_rotate(rot, means)
+            rot = self.rotation_from_unit(rot)
+            trans = means + self.vector_from_unit(trans) - quat_rotate(rot, means)
+        else:
+            rot, trans = self.from_unit_motion(rot, trans)
         return Motion(rot, trans, ds)
 
     def param_groups(self, lr: float) -> list[dict]:

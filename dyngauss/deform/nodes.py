@@ -8,7 +8,8 @@
   (buffer `bind_idx`); distances and weights are recomputed every call, so they are differentiable w.r.t.
   means and radii.
 * Node motion at time t: a small MLP on (PE(node position), time code) outputs a screw axis per node acting
-  about the node (x' = R_j (x - n_j) + n_j + t_j), zero-initialised (identity); optionally plus a per-frame
+  about the node (x' = R_j (x - n_j) + n_j + t_j; positions, R_j and t_j in the scene's frame, deform/shared.py),
+  zero-initialised (identity); optionally plus a per-frame
   table of screws (`node_table`, interpolated in t between frames). The encodings, time code, MLP, heads and
   coarse-to-fine schedule are the ones of the dense field (:class:`~dyngauss.deform.shared.NetworkField`);
   settings: :class:`~dyngauss.deform.config.NodeFieldConfig`.
@@ -235,7 +236,7 @@ class NodeDeformField(NetworkField):
         dtype = self.screw_head.weight.dtype
         pos = pos.to(dtype)
         c = self.time(as_time_tensor(t, 1, pos.device, dtype)[:1], frame)
-        s, ds = self.trunk(self.pos_pe(pos, self.alpha), c)
+        s, ds = self.trunk(self.pos_pe(self.to_unit(pos), self.alpha), c)
         if self.node_table is not None:
             if frame is not None:
                 s = s + self.node_table[int(frame)]
@@ -253,8 +254,9 @@ class NodeDeformField(NetworkField):
         itself goes to n_j + t_j)."""
         s, _ = self.node_screws(t, frame)
         q, p = se3_exp(s)
+        q = self.rotation_from_unit(q)
         pos = self.node_pos.to(s.dtype)
-        return NodeMotion(q, pos + p - quat_rotate(q, pos))
+        return NodeMotion(q, pos + self.vector_from_unit(p) - quat_rotate(q, pos))
 
     def forward(self, means: torch.Tensor, t, frame=None) -> Motion:
         if not self.initialized or means.shape[0] == 0:
@@ -263,9 +265,10 @@ class NodeDeformField(NetworkField):
             raise ValueError("NodeDeformField takes one time per call")
         self._ensure_bound(means)
         s, ds = self.node_screws(t, frame)
-        q, p = se3_exp(s.to(means.dtype))
+        q, p = se3_exp(s.to(means.dtype))  # in the scene's frame (shared.py)
+        q = self.rotation_from_unit(q)
         pos = self.node_pos.to(means.dtype)
-        node_t = pos + p - quat_rotate(q, pos)
+        node_t = pos + self.vector_from_unit(p) - quat_rotate(q, pos)
         w = self.binding_weights(means)
         rot, trans = skin(means, self.bind_idx, w, q, node_t, self.blend)
         dscale = None if ds is None else (w.unsqueeze(-1) * ds.to(means.dtype)[self.bind_idx]).sum(1)

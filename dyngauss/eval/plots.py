@@ -1,7 +1,6 @@
 """Figures for motion evaluation: 3D track comparison and optical-flow colour coding (matplotlib Agg)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +47,11 @@ def flow_to_color(flow, max_rad: float | None = None) -> np.ndarray:
 
 
 def _savefig(fig, path) -> Path:
+    from ..io.atomic import atomic_write  # OutputError naming `path` on a full disk; no temporary file left
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=100, format=path.suffix.lstrip(".") or "png"),
+                        fsync=False)
 
 
 def save_flow_comparison(path, pred, gt, valid=None, max_rad: float | None = None,

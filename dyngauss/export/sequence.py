@@ -9,8 +9,13 @@ Row i of every frame is the same Gaussian, so the folder also carries 3D tracks:
   least ``opacity_threshold``, the same subset in every frame; ``indices.npy`` maps row -> canonical index.
 
 The export is atomic at the folder level: everything is written into a hidden temporary folder next to
-``out_dir``, ``sequence.json`` last, and only then renamed into place. A complete earlier export at ``out_dir``
-is replaced only after the new one is complete; a failure leaves it untouched and removes the temporary folder.
+``out_dir`` (``.NAME.tmp-<host>-<pid>-XXXX``), ``sequence.json`` last, and only then renamed into place. A
+complete earlier export at ``out_dir`` is replaced only after the new one is complete; a failure leaves it
+untouched and removes the temporary folder. A file-system failure (disk full, permission denied, read-only
+file system, a parent that is a file) is raised as :class:`dyngauss.io.OutputError` naming ``out_dir``.
+The temporary folders a killed export left next to ``out_dir`` are removed when the next export to it starts
+(only stale ones: :mod:`dyngauss.io.stale`); a previous export moved aside (``.NAME.old-*``) by an export
+killed before it installed the new one is put back first.
 
 torch (and the deformation code) is imported inside the functions that pose Gaussians, so that the manifest
 helpers (:func:`load_manifest`, :func:`times_for`) stay usable from the torch-free viewer.
@@ -29,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..io.atomic import output_error, require_free_space
+from ..io.stale import remove_stale_temps, stale_reason, writer_tag
 from ..io.ply import (dc_to_rgb, rgb_to_uint8, sh_degree_from_bases, write_gaussians_ply, write_line_set_ply,
                   write_points_ply)
 
@@ -74,6 +81,41 @@ def times_for(frames: int | None = None, times: Sequence[float] | None = None,
     if train_times:
         return sorted({float(t) for t in train_times})
     return times_for(frames=default_frames)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SH degree of the written PLYs
+# ---------------------------------------------------------------------------------------------------------
+MAX_SH_DEGREE = 3  # the 3DGS layout's highest degree (45 f_rest); what graphdeco's load_ply, SIBR, 3DGS.cpp read
+
+
+def export_sh_degree(model_degree: int, requested: int | None) -> int:
+    """The SH degree to write for a model of `model_degree`: `requested` None or -1 = the model's own; else
+    `requested` itself, which must lie in model_degree..3. A lower degree is refused (SequenceError), never
+    truncated: it would drop the model's view-dependent colour."""
+    if requested is None or requested == -1:
+        return int(model_degree)
+    if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) \
+            or not 0 <= requested <= MAX_SH_DEGREE:
+        raise SequenceError(f"SH degree must be -1 (the model's own) or 0..{MAX_SH_DEGREE}, got {requested!r}")
+    if requested < model_degree:
+        raise SequenceError(f"the model has SH degree {model_degree}; exporting degree {requested} would drop its "
+                            f"view-dependent colour (export pads, never truncates): use -1 or {model_degree}.."
+                            f"{MAX_SH_DEGREE}")
+    return int(requested)
+
+
+def padded_sh(sh: np.ndarray, degree: int) -> np.ndarray:
+    """SH coefficients [N,K,3] with zero coefficients appended up to (degree+1)^2 per channel (the added bands
+    are 0, so the colour is the same from every direction as before). Returns `sh` itself when it already has
+    that many; SequenceError when it has more."""
+    k = (int(degree) + 1) ** 2
+    if sh.shape[1] == k:
+        return sh
+    if sh.shape[1] > k:
+        raise SequenceError(f"cannot pad {sh.shape[1]} SH coefficients down to {k}")
+    pad = np.zeros((sh.shape[0], k - sh.shape[1], sh.shape[2]), dtype=sh.dtype)
+    return np.concatenate([sh, pad], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,7 +174,7 @@ def _install_dir(tmp: Path, out_dir: Path) -> None:
     if not _looks_like_export(out_dir):
         raise SequenceError(f"{out_dir} exists and holds files other than a sequence export; "
                             f"not replacing it (choose another --out or empty it)")
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{writer_tag()}-", dir=out_dir.parent))
     old.rmdir()
     os.rename(out_dir, old)
     try:
@@ -141,6 +183,33 @@ def _install_dir(tmp: Path, out_dir: Path) -> None:
         os.rename(old, out_dir)  # put the previous export back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_export_leftovers(out_dir: str | os.PathLike, log=None) -> list:
+    """Before exporting to `out_dir`: put back a previous export that a killed export had moved aside
+    (``.NAME.old-*``, when `out_dir` is missing and it is complete), then remove the stale temporary folders
+    of killed exports next to `out_dir` (``.NAME.tmp-*``, ``.NAME.old-*``). Folders of a live export are kept.
+    Returns the :class:`dyngauss.io.stale.Leftover` list; each action is reported through `log`."""
+    out_dir = Path(out_dir).absolute()
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return []
+    prefix_old = f".{out_dir.name}.old-"
+    if not out_dir.exists() and not out_dir.is_symlink():
+        olds = sorted((p for p in parent.iterdir()
+                       if p.name.startswith(prefix_old) and p.is_dir() and stale_reason(p) is not None
+                       and is_complete_sequence(p)), key=lambda p: p.stat().st_mtime)
+        try:
+            if olds:
+                os.rename(olds[-1], out_dir)
+        except OSError:
+            olds = []  # best effort: the new export goes ahead
+        if olds:
+            if log is not None:
+                log(f"note: put back the previous export {out_dir} (moved aside to {olds[-1].name} by an export "
+                    "that did not finish)")
+    names = (f".{out_dir.name}.tmp-", prefix_old)
+    return remove_stale_temps(parent, names=lambda n: n.startswith(names), log=log)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,7 +332,8 @@ def _default_source(source) -> str | None:
 def export_sequence(model: "DynamicGaussians", times: Sequence[float], out_dir: str | os.PathLike,
                     fmt: str = "gaussians", fps: float = 30.0, opacity_threshold: float = 0.05,
                     source: str | os.PathLike | None = None, node_graph: bool | None = None,
-                    extra: dict[str, Any] | None = None, progress=None) -> Path:
+                    extra: dict[str, Any] | None = None, progress=None, log=None,
+                    sh_degree: int | None = None) -> Path:
     """Pose the canonical Gaussians at each time and write a sequence folder. Returns the folder (read the
     manifest back with :func:`load_manifest`).
 
@@ -279,16 +349,32 @@ def export_sequence(model: "DynamicGaussians", times: Sequence[float], out_dir: 
             True = required (error otherwise), False = never.
         extra: more keys for the manifest.
         progress: optional callable(i, count).
+        log: callable(str) for notes (stale temporary folders of killed exports removed); default stderr.
+        sh_degree: SH degree of the "gaussians" PLYs: None or -1 = the model's own; a higher one pads ``f_rest``
+            with zeros (:func:`padded_sh`; strict 3DGS loaders need 3). Ignored by "points" (no SH there).
+            SequenceError for a degree below the model's (never truncated) or outside 0..3.
+
+    Raises SequenceError (bad request, non-finite positions, `out_dir` holds other files) and
+    :class:`dyngauss.io.OutputError` (disk full, permission denied, read-only file system, a parent that is a
+    file); the previous export at `out_dir`, if any, is then left as it was.
     """
     import torch
 
     if source is None and model.info.path is not None:
         source = model.info.path
     with torch.no_grad():
-        return _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress)
+        return _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress,
+                       log or _stderr, sh_degree=sh_degree)
 
 
-def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress) -> Path:
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_graph, extra, progress, log,
+            sh_degree=None) -> Path:
     import torch
 
     from ..geometry.quaternion import quat_normalize
@@ -305,14 +391,19 @@ def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_gra
     if want_nodes and not field_has_node_graph(deform):
         raise SequenceError("node_graph=True but the deformation field has no node_motion()/node_graph()")
     out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(out_dir, e) from None
+    clean_export_leftovers(out_dir, log=log)
     if out_dir.exists() and (not out_dir.is_dir() or not _looks_like_export(out_dir)):
         raise SequenceError(f"{out_dir} exists and holds files other than a sequence export; not replacing it")
 
     n_total = len(gaussians)
     sh = gaussians.sh.detach()
     k = sh.shape[1]
-    sh_degree = sh_degree_from_bases(k)
+    model_degree = sh_degree_from_bases(k)
+    out_degree = export_sh_degree(model_degree, sh_degree) if fmt == "gaussians" else model_degree
     opac_logits = gaussians.opacity_logits.detach()
     if fmt == "points":
         keep = torch.sigmoid(opac_logits) >= float(opacity_threshold)
@@ -321,7 +412,7 @@ def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_gra
         rows = len(idx)
     else:
         idx = None
-        sh_np, opac_np = sh.cpu().numpy(), opac_logits.cpu().numpy()
+        sh_np, opac_np = padded_sh(sh.cpu().numpy(), out_degree), opac_logits.cpu().numpy()
         rows = n_total
     visible = (torch.sigmoid(opac_logits) >= float(opacity_threshold)).cpu().numpy()
 
@@ -332,9 +423,17 @@ def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_gra
     rlo, rhi = np.full(3, np.inf), np.full(3, -np.inf)
     comment = f"dyngauss sequence frame; source {source}" if source else "dyngauss sequence frame"
 
+    # cheap check first: the frames alone need this much (a lower bound; an earlier export stays until the end)
+    per_row = 15 if fmt == "points" else 4 * (14 + 3 * k)  # x y z r g b | 3DGS floats with K SH bases
+    require_free_space(out_dir, per_row * rows * len(times))  # OutputError naming out_dir
+
     was_training = model.training
     model.eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{writer_tag()}-", dir=out_dir.parent))
+    except OSError as e:
+        model.train(was_training)
+        raise output_error(out_dir, e) from None
     try:
         canon_nodes, node_edges = _canonical_nodes(deform) if want_nodes else (None, None)
         if want_nodes and node_graph is None and canon_nodes.shape[0] == 0:
@@ -380,8 +479,8 @@ def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_gra
             "fps": fps,
             "times": [float(t) for t in times],
             "frames": frame_names,
-            "sh_degree": sh_degree if fmt == "gaussians" else 0,
-            "model_sh_degree": int(getattr(gaussians, "max_sh_degree", sh_degree)),
+            "sh_degree": out_degree if fmt == "gaussians" else 0,
+            "model_sh_degree": int(getattr(gaussians, "max_sh_degree", model_degree)),
             "num_gaussians": rows,
             "num_canonical": n_total,
             "source": _default_source(source),
@@ -408,6 +507,10 @@ def _export(model, times, out_dir, fmt, fps, opacity_threshold, source, node_gra
             os.fsync(f.fileno())
         os.chmod(tmp, 0o755)
         _install_dir(tmp, out_dir)
+    except OSError as e:  # OutputError of a frame included: name the export, keep the cause
+        err = output_error(out_dir, e)  # before the temporary folder goes: the free space as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise err from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

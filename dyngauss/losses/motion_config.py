@@ -3,11 +3,31 @@
 Every weight 0 turns its loss off (the trainer should then skip computing it). Steps given to
 :func:`weight_at` are counted from the start of the deformation (after the static warm-up), so a decay
 schedule is not used up during the warm-up. Field types are the ones the YAML/CLI config loader supports
-(int, float, bool, str) so this can be a section of the run config (e.g. ``motion.flow_weight=0.5``).
+(int, float, bool, str) so this can be a section of the run config (e.g. ``motion.flow_weight=0.5``); each
+carries its allowed range or choices (dyngauss/schema.py), checked when a config is loaded.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from ..schema import OneOf, Range
+
+# constraints of the keys (dyngauss/schema.py; checked by dyngauss.config.validate_config)
+WEIGHT = Range(ge=0, hint="0 = off")
+SAMPLES = Range(ge=0, hint="0 = all")
+STEPS = Range(ge=0)
+EVERY = Range(ge=1, hint="1 = every step")
+SIZE = Range(ge=1)
+NON_NEGATIVE = Range(ge=0)
+FRACTION = Range(ge=0, le=1)
+DECAY = Range(ge=0, hint="0 = constant")
+THRESHOLD = Range(ge=0, lt=1, hint="rendered alpha never exceeds 1")
+UPSAMPLE = Range(ge=0, le=8, hint="0 = auto, 1 = off")
+ANGLE = Range(gt=0, le=180)
+TIME_SPAN = Range(gt=0, le=1, hint="times lie in [0, 1]")
+HALF_DT = Range(ge=0, le=0.5, hint="t + dt or t - dt must lie in [0, 1]; 0 = off")
+SMOOTH_DT = Range(gt=0, le=0.5, hint="the times t - dt, t, t + dt must fit in [0, 1]")
 
 
 def weight_at(base: float, step: int, decay_steps: int, final_fraction: float = 0.0) -> float:
@@ -41,64 +61,68 @@ class MotionLossConfig:
     """Motion-loss weights (0 = off) and their settings. Values are starting points, not tuned optima."""
 
     # --- 2D optical-flow prior (DIS) vs rendered Gaussian flow (losses/flow.py, data/flow.py)
-    flow_weight: float = 0.0            # on: ~0.5 with normalize=True (error in units of the image size)
-    flow_decay_steps: int = 2000        # weight drops 10x every this many steps (0 = constant)
-    flow_final_fraction: float = 0.0    # floor of the decayed weight, fraction of flow_weight
-    flow_kind: str = "charbonnier"      # charbonnier | l1
-    flow_alpha_threshold: float = 0.5   # only pixels with rendered alpha above this
-    flow_every: int = 1                 # compute the flow loss on every n-th deformation step (same weight)
-    flow_preset: str = "medium"         # DIS preset: ultrafast | fast | medium
-    flow_upsample: int = 0              # DIS on images enlarged by this factor (0 = auto: shorter side >= 512 px,
-    #                                     at most 4x; 1 = off). built-in 128^2 with tau 0.5: error 2.6 -> 1.0 px
-    flow_fb_tau: float = 0.5            # forward-backward check |f + b| < tau + rel (|f| + |b|), pixels
-    flow_fb_rel: float = 0.02
-    flow_max_angle_deg: float = 30.0    # pair selection: camera change at most this (twist: 30 deg gives 80
-    #                                     pairs instead of 10 and 6% lower 3D track error than 15 deg)
-    flow_max_dt: float = 0.1            # pair selection: time difference at most this
-    flow_pairs_per_frame: int = 2
+    flow_weight: Annotated[float, WEIGHT] = 0.0           # on: ~0.5 with normalize=True (error in image units)
+    flow_decay_steps: Annotated[int, DECAY] = 2000        # weight drops 10x every this many steps (0 = constant)
+    flow_final_fraction: Annotated[float, FRACTION] = 0.0  # floor of the decayed weight, fraction of flow_weight
+    flow_kind: Annotated[str, OneOf("charbonnier", "l1", "epe")] = "charbonnier"
+    flow_alpha_threshold: Annotated[float, THRESHOLD] = 0.5  # only pixels with rendered alpha above this
+    flow_every: Annotated[int, EVERY] = 1                 # flow loss on every n-th deformation step (same weight)
+    flow_preset: Annotated[str, OneOf("ultrafast", "fast", "medium")] = "medium"  # DIS preset
+    # DIS on images enlarged by this factor (0 = auto: shorter side >= 512 px, at most 4x; 1 = off).
+    # built-in 128^2 with tau 0.5: error 2.6 -> 1.0 px
+    flow_upsample: Annotated[int, UPSAMPLE] = 0
+    flow_fb_tau: Annotated[float, NON_NEGATIVE] = 0.5     # forward-backward check |f + b| < tau + rel (|f| + |b|), px
+    flow_fb_rel: Annotated[float, NON_NEGATIVE] = 0.02
+    # pair selection: camera change at most this (twist: 30 deg gives 80 pairs instead of 10 and 6% lower 3D
+    # track error than 15 deg)
+    flow_max_angle_deg: Annotated[float, ANGLE] = 30.0
+    flow_max_dt: Annotated[float, TIME_SPAN] = 0.1        # pair selection: time difference at most this
+    flow_pairs_per_frame: Annotated[int, SIZE] = 2
 
     # --- cycle consistency (losses/cycle.py); needs a backward field for the canonical cycle
-    cycle_weight: float = 0.0           # on: ~1 with cycle_kind=l2sq (errors in scene units, squared)
-    cycle_samples: int = 4096           # Gaussians sampled per step (0 = all)
-    cycle_kind: str = "l2sq"            # l2sq | l2 | l1. l1/l2 pull with a constant force even for tiny errors,
-    #                                     which freezes a freshly started forward field at the identity
+    cycle_weight: Annotated[float, WEIGHT] = 0.0          # on: ~1 with cycle_kind=l2sq (scene units, squared)
+    cycle_samples: Annotated[int, SAMPLES] = 4096         # Gaussians sampled per step (0 = all)
+    # l1/l2 pull with a constant force even for tiny errors, which freezes a freshly started forward field at
+    # the identity
+    cycle_kind: Annotated[str, OneOf("l2sq", "l2", "l1")] = "l2sq"
     cycle_train_forward: bool = False   # True: the cycles also pull the forward field towards invertibility
     #                                     (NSFF). Measured on the built-in scene: -2.8 dB and worse 3D tracks
     #                                     at weight 1, so by default only the backward field learns from them
-    cycle_sceneflow_dt: float = 0.05    # also the scene-flow cycle t -> t +- dt -> t on half the samples (0 = off)
+    # also the scene-flow cycle t -> t +- dt -> t on half the samples (0 = off)
+    cycle_sceneflow_dt: Annotated[float, HALF_DT] = 0.05
 
     # --- node graph ARAP, DynamicFusion E_reg (losses/rigidity.py arap_node_loss)
-    arap_weight: float = 0.0            # on: ~1.0 for node fields
+    arap_weight: Annotated[float, WEIGHT] = 0.0           # on: ~1.0 for node fields
 
     # --- Dynamic3DGaussians regularisers between neighbouring Gaussians (losses/rigidity.py)
-    rigidity_weight: float = 0.0        # local rigidity (offsets rotate with the Gaussian)
-    rotation_weight: float = 0.0        # rotation similarity
-    isometry_weight: float = 0.0        # neighbour distances preserved from canonical
-    knn_k: int = 8
-    knn_every: int = 500                # recompute neighbours (canonical means) every n steps / after densify
-    rigidity_samples: int = 8192        # anchor Gaussians sampled per step (0 = all)
-    rigidity_dt: float = 0.05           # compare poses at t and t +- dt (Dynamic3DGaussians' consecutive frames;
-    #                                     t +- dt evaluated for the sampled anchors + neighbours only); 0 = compare
-    #                                     the poses at t with the canonical Gaussians (cheaper, pulls harder)
-    rigidity_start: int = 0             # rigidity/rotation/isometry off for this many deformation steps,
-    rigidity_ramp: int = 0              # then rising linearly to full weight over this many (ramp_at)
+    rigidity_weight: Annotated[float, WEIGHT] = 0.0       # local rigidity (offsets rotate with the Gaussian)
+    rotation_weight: Annotated[float, WEIGHT] = 0.0       # rotation similarity
+    isometry_weight: Annotated[float, WEIGHT] = 0.0       # neighbour distances preserved from canonical
+    knn_k: Annotated[int, SIZE] = 8
+    knn_every: Annotated[int, EVERY] = 500                # recompute neighbours every n steps / after densify
+    rigidity_samples: Annotated[int, SAMPLES] = 8192      # anchor Gaussians sampled per step (0 = all)
+    # compare poses at t and t +- dt (Dynamic3DGaussians' consecutive frames; t +- dt evaluated for the sampled
+    # anchors + neighbours only); 0 = compare the poses at t with the canonical Gaussians (cheaper, pulls harder)
+    rigidity_dt: Annotated[float, HALF_DT] = 0.05
+    rigidity_start: Annotated[int, STEPS] = 0             # rigidity/rotation/isometry off for this many steps,
+    rigidity_ramp: Annotated[int, STEPS] = 0              # then rising linearly to full weight over this many
 
     # --- Nerfies elastic regulariser (losses/elastic.py)
-    elastic_weight: float = 0.0         # on: ~1e-3 .. 1e-2
-    elastic_samples: int = 1024
-    elastic_c: float = 0.03             # Geman-McClure scale
-    elastic_every: int = 1
+    elastic_weight: Annotated[float, WEIGHT] = 0.0        # on: ~1e-3 .. 1e-2
+    elastic_samples: Annotated[int, SAMPLES] = 1024
+    elastic_c: Annotated[float, Range(gt=0)] = 0.03       # Geman-McClure scale
+    elastic_every: Annotated[int, EVERY] = 1
 
     # --- Nerfies static background (losses/background.py): static points must not move. The points come from
     #     the data (points3d.ply or Nerfies points.npy, outside masks/ when present: data/points.py); a weight
     #     > 0 without such points is an error at the start of training
-    background_weight: float = 0.0      # on: ~0.1 (Nerfies: 0.1 with the L2 norm)
-    background_samples: int = 1024      # static points sampled per step (0 = all)
+    background_weight: Annotated[float, WEIGHT] = 0.0     # on: ~0.1 (Nerfies: 0.1 with the L2 norm)
+    background_samples: Annotated[int, SAMPLES] = 1024    # static points sampled per step (0 = all)
 
     # --- temporal smoothness of trajectories (losses/smoothness.py)
-    smooth_weight: float = 0.0
-    smooth_dt: float = 0.02
-    smooth_samples: int = 4096
+    smooth_weight: Annotated[float, WEIGHT] = 0.0
+    smooth_dt: Annotated[float, SMOOTH_DT] = 0.02
+    smooth_samples: Annotated[int, SAMPLES] = 4096
 
     def any_enabled(self) -> bool:
         return any(getattr(self, k) != 0.0 for k in

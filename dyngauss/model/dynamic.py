@@ -167,9 +167,14 @@ class DynamicGaussians(nn.Module):
 
     # ---- rendering -----------------------------------------------------------------------------------
     def render_options(self) -> dict[str, Any]:
-        """Rasterizer options from the run config (near, far, eps2d, tile_size); empty without a config."""
+        """Rasterizer options from the run config (near, far, eps2d, tile_size); empty without a config. The
+        config's near/far are in units of the scene scale (``info.scene_scale``, world units), so they follow
+        the world's units."""
         r = getattr(self.config, "render", None)
-        return {} if r is None else {"near": r.near, "far": r.far, "eps2d": r.eps2d, "tile_size": r.tile_size}
+        if r is None:
+            return {}
+        s = float(self.info.scene_scale or 1.0)
+        return {"near": r.near * s, "far": r.far * s, "eps2d": r.eps2d, "tile_size": r.tile_size}
 
     def background(self) -> torch.Tensor:
         """The run's background colour [3] on the model's device (white without a config)."""

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import PrepareError
+from .plausibility import feature_coverage
 
 __all__ = ["SfmOptions", "SfmResult", "import_pycolmap", "extract_features", "feature_counts", "match_features",
            "match_motion", "run_mapping", "run_sfm"]
@@ -79,6 +80,7 @@ class SfmResult:
     names: all input image names (in order); registered: names of registered images (subset, same order).
     w2c: name -> OpenCV world-to-camera [4,4]. camera_model / camera_params / width / height: the shared camera.
     points / colors / point_errors: sparse points [P,3] float64, RGB uint8 [P,3], reprojection error [P] px.
+    coverage: median fraction of an 8x8 grid over the frame holding triangulated features (plausibility.py).
     """
 
     names: list[str]
@@ -96,6 +98,7 @@ class SfmResult:
     features: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     reconstruction: object = None
+    coverage: float | None = None
 
     @property
     def focal(self) -> float:
@@ -326,8 +329,12 @@ def run_sfm(image_dir: Path, names: Sequence[str], work_dir: Path, opts: SfmOpti
     pts = np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
     cols = np.array([rec.points3D[i].color for i in ids], np.uint8).reshape(-1, 3)
     errs = np.array([rec.points3D[i].error for i in ids], np.float64)
+    coverage = feature_coverage(
+        (np.array([p.xy for p in by_name[n].points2D if p.has_point3D()], np.float64).reshape(-1, 2)
+         for n in registered), int(cam.width), int(cam.height))
     return SfmResult(names=names, registered=registered, w2c=w2c, camera_model=cam.model_name,
                      camera_params=[float(v) for v in cam.params], width=int(cam.width), height=int(cam.height),
                      points=pts, colors=cols, point_errors=errs,
                      mean_reproj_error=float(rec.compute_mean_reprojection_error()), num_models=n_models,
-                     features={n: int(feats.get(n, 0)) for n in names}, seconds=seconds, reconstruction=rec)
+                     features={n: int(feats.get(n, 0)) for n in names}, seconds=seconds, reconstruction=rec,
+                     coverage=coverage)

@@ -2,6 +2,11 @@
 
 Each term is a pure function in losses/; this class only prepares their inputs (DIS flow priors once,
 canonical neighbours after densification, the data's static points once) and adds the weighted terms.
+
+Length-based terms are divided by the scene radius to the power of their length dimension (rigidity, isometry,
+background, l1/l2 cycles: 1; l2sq cycles, ARAP, acceleration: 2), so a world scaled x20 gives the same loss
+values and the weights need no retuning; the flow term is in image units and the rotation and elastic terms
+are dimensionless already.
 """
 from __future__ import annotations
 
@@ -19,6 +24,21 @@ from .streams import RandomStreams
 
 def _no_frame(t: float) -> None:
     return None
+
+
+def _scene_unit(scene) -> float:
+    """The scene radius (world units) that the length-based losses divide by, so that their values and the
+    weights tuned for them do not depend on the world's units; 1.0 for a scene object without one."""
+    try:
+        r = float(scene.world_radius)
+    except (AttributeError, TypeError, ValueError):
+        return 1.0
+    return r if r > 0 and r == r and r != float("inf") else 1.0
+
+
+def _length_power(kind: str) -> int:
+    """Power of length of a point-error kind (l2sq: squared lengths; l1, l2: lengths)."""
+    return 2 if kind == "l2sq" else 1
 
 
 def _nearby_time(t: float, dt: float) -> float:
@@ -56,6 +76,7 @@ class MotionTerms:
         self.nbr_idx = self.nbr_w = None
         self._nbr_step = -10 ** 9
         self.static_points: torch.Tensor | None = None  # [M,3] CPU; moved to the device on first use
+        self.unit = _scene_unit(scene)  # lengths in the losses are in units of the scene radius
         if cfg.flow_weight > 0:
             self._setup_flow(cache_dir, log)
         if cfg.background_weight > 0:
@@ -160,14 +181,14 @@ class MotionTerms:
         else:
             rot_a = quat_identity((n,), dev, motion.rot.dtype)
             means_a, means_b, rot_b = means, posed_means, quat_normalize(motion.rot)
-        out = {}
+        out, u = {}, self.unit
         if c.rigidity_weight:
             out["rigidity"] = c.rigidity_weight * R.local_rigidity_loss(means_a, rot_a, means_b, rot_b, idx, w,
-                                                                        anchors)
+                                                                        anchors) / u
         if c.rotation_weight:
             out["rotation"] = c.rotation_weight * R.rotation_similarity_loss(rot_a, rot_b, idx, w, anchors)
         if c.isometry_weight:
-            out["isometry"] = c.isometry_weight * R.isometry_loss(means_a, means_b, idx, w, anchors)
+            out["isometry"] = c.isometry_weight * R.isometry_loss(means_a, means_b, idx, w, anchors) / u
         return out
 
     def _background_term(self, deform, t: float, frame: int | None, device) -> torch.Tensor:
@@ -179,7 +200,7 @@ class MotionTerms:
         x = pts if a is None else pts[a]
         m = deform(x, t, frame)
         moved = quat_rotate(quat_normalize(m.rot), x) + m.trans
-        return background_loss(x, moved)
+        return background_loss(x, moved) / self.unit  # the L2 norm: a length
 
     def _anchors(self, n: int, k: int, device) -> torch.Tensor | None:
         return None if k <= 0 or k >= n else self.streams.randint("anchors", n, k, device)
@@ -216,13 +237,14 @@ class MotionTerms:
                 with _frozen(deform, not c.cycle_train_forward):
                     _, back = scene_flow_cycle(deform, backward, x, t, t2, frame, self.frame_index(t2))
                 cyc = cyc + scene_flow_cycle_loss(x, back, kind=c.cycle_kind)
-            terms["cycle"] = c.cycle_weight * cyc
+            terms["cycle"] = c.cycle_weight * cyc / self.unit ** _length_power(c.cycle_kind)
         if c.arap_weight and hasattr(deform, "node_graph") and getattr(deform, "initialized", False):
             from ..losses.rigidity import arap_node_loss
 
             nm = deform.node_motion(t, frame)
             g = deform.node_graph()
-            terms["arap"] = c.arap_weight * arap_node_loss(deform.node_pos, nm.rot, nm.trans, g.edges, g.weights)
+            terms["arap"] = c.arap_weight * arap_node_loss(deform.node_pos, nm.rot, nm.trans, g.edges,
+                                                           g.weights) / self.unit ** 2
         ramp = c.rigidity_scale_at(s)
         if (c.rigidity_weight or c.rotation_weight or c.isometry_weight) and self.nbr_idx is not None \
                 and self.nbr_idx.shape[0] == n and ramp > 0:
@@ -239,7 +261,8 @@ class MotionTerms:
 
             a = self._anchors(n, c.smooth_samples, dev)
             pts = means if a is None else means[a]
-            terms["smooth"] = c.smooth_weight * acceleration_loss(*field_trajectory_points(deform, pts, t, c.smooth_dt))
+            terms["smooth"] = c.smooth_weight * acceleration_loss(
+                *field_trajectory_points(deform, pts, t, c.smooth_dt)) / self.unit ** 2
         if c.background_weight and self.static_points is not None:
             terms["background"] = c.background_weight * self._background_term(deform, t, frame, dev)
         return terms

@@ -2,7 +2,8 @@
 
 Modules: sequence (loading), framing (the fixed camera), playback (the state machine), glyphs (ellipsoid
 meshes), scene (the Open3D geometries per frame), runtime / backends / probe (GL back-ends), offscreen
-(rendering to PNGs / video through dyngauss.io.video), player (the interactive window).
+(rendering to PNGs / video through dyngauss.io.video), player (the interactive window); splats (rasterized
+Gaussians for --splats: imports torch, so it is imported only when used) and overlay (node graph drawn into an image).
 """
 from .backends import open_offscreen
 from .framing import Framing, auto_point_size, frame_bbox

@@ -7,7 +7,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from .backends import open_offscreen
 from .framing import auto_point_size, frame_bbox
 from .scene import SceneGeometry
 from .sequence import LoadedSequence
+
+if TYPE_CHECKING:
+    from .splats import SplatRenderer
 
 
 @dataclass
@@ -45,7 +48,8 @@ def render_offscreen(seq: LoadedSequence, *, video: str | os.PathLike | None = N
                      fps: float | None = None, point_size: float | None = None, glyphs: bool = False,
                      nodes: bool = False, backend: str = "auto", background: Sequence[float] | None = None,
                      up: Sequence[float] = (0, 0, 1), on_frame: Callable[[int, np.ndarray], None] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> RenderStats:
+                     progress: Callable[[int, int], None] | None = None,
+                     splats: "SplatRenderer | None" = None) -> RenderStats:
     """Render every frame of `seq` with the fixed bounding-box camera (:func:`frame_bbox`, `up` = world up).
 
     Outputs: PNGs ``frames_dir/frame_0000.png``..., a video (any :data:`dyngauss.io.video.VIDEO_SUFFIXES`;
@@ -53,7 +57,10 @@ def render_offscreen(seq: LoadedSequence, *, video: str | os.PathLike | None = N
     `size` (W, H) pixels (odd sizes are padded by the video writer for ffmpeg formats); `point_size` pixels
     (default :func:`auto_point_size`); `background` RGB in [0,1] (default the sequence's); `glyphs` draws
     ellipsoids when the sequence has them; `nodes` draws the node graph. `backend`: auto | legacy | filament.
-    Raises ValueError (nothing to do, size < 8, bad video path: VideoError) and OffscreenUnavailable.
+    `splats` (a :class:`~dyngauss.viewer.splats.SplatRenderer`): draw the rasterized Gaussians instead, with the
+    same camera; no GL context is needed then (`backend`, `point_size`, `glyphs` are unused; the background is
+    the renderer's). Raises ValueError (nothing to do, size < 8, bad video path: VideoError) and
+    OffscreenUnavailable.
     """
     if video is None and frames_dir is None and on_frame is None:
         raise ValueError("nothing to do: give video, frames_dir or on_frame")
@@ -67,24 +74,16 @@ def render_offscreen(seq: LoadedSequence, *, video: str | os.PathLike | None = N
     with ExitStack() as stack:
         # the writer first: a bad video path fails before the GL context starts; a failure discards its file
         writer = stack.enter_context(VideoWriter(video, float(fps or seq.fps))) if video is not None else None
-        be = open_offscreen(W, H, backend)
-        stack.callback(be.close)
-        scene = SceneGeometry(be.o3d, seq, glyphs)
-        draw_nodes = nodes and scene.lines is not None
-        be.add("main", scene.geom, scene.kind)
-        if draw_nodes:
-            be.add("nodes", scene.lines, "lines")
-        be.setup(framing, ps, bg)
+        if splats is not None:
+            draw, name = _splat_drawer(splats, framing, nodes), f"splats:{splats.name}"
+        else:
+            draw, name = _gl_drawer(stack, seq, framing, W, H, ps, bg, glyphs, nodes, backend)
         if frames_dir is not None:
             frames_dir = Path(frames_dir)
             frames_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         for i in range(seq.count):
-            scene.set_frame(i)
-            be.update("main", scene.geom, scene.kind)
-            if draw_nodes:
-                be.update("nodes", scene.lines, "lines")
-            img = be.render()
+            img = draw(i)
             if frames_dir is not None:
                 files.append(frames_dir / f"frame_{i:04d}.png")
                 _write_png(files[-1], img)
@@ -97,4 +96,33 @@ def render_offscreen(seq: LoadedSequence, *, video: str | os.PathLike | None = N
         seconds = time.perf_counter() - t0
     if video is not None:
         files.append(Path(video))
-    return RenderStats(be.name, seq.count, seconds, files)
+    return RenderStats(name, seq.count, seconds, files)
+
+
+def _gl_drawer(stack: ExitStack, seq: LoadedSequence, framing, W: int, H: int, ps: float, bg, glyphs: bool,
+               nodes: bool, backend: str) -> tuple[Callable[[int], np.ndarray], str]:
+    """(draw(i) -> uint8 [H,W,3] through an Open3D offscreen back-end closed by `stack`, the back-end's name)."""
+    be = open_offscreen(W, H, backend)
+    stack.callback(be.close)
+    scene = SceneGeometry(be.o3d, seq, glyphs)
+    draw_nodes = nodes and scene.lines is not None
+    be.add("main", scene.geom, scene.kind)
+    if draw_nodes:
+        be.add("nodes", scene.lines, "lines")
+    be.setup(framing, ps, bg)
+
+    def draw(i: int) -> np.ndarray:
+        scene.set_frame(i)
+        be.update("main", scene.geom, scene.kind)
+        if draw_nodes:
+            be.update("nodes", scene.lines, "lines")
+        return be.render()
+
+    return draw, be.name
+
+
+def _splat_drawer(splats: "SplatRenderer", framing, nodes: bool) -> Callable[[int], np.ndarray]:
+    from .splats import camera_from_framing
+
+    cam = camera_from_framing(framing)
+    return lambda i: splats.render(i, cam, nodes=nodes)

@@ -41,7 +41,8 @@ class LoadedSequence:
     over time); quats[f] [N,4] unit (w,x,y,z) and scales[f] [N,3] linear standard deviations when glyphs were
     requested; mean_scale: the median Gaussian size (None for point frames); nodes[f]: node-graph line sets
     ({"vertices", "edges", "edge_rgb"}); bbox (min [3], max [3]) robust world bounding box; background RGB in
-    [0,1]; times[f] normalised times; fps playback rate."""
+    [0,1]; times[f] normalised times; fps playback rate; files[f] the frame PLYs (re-read in full by
+    :mod:`dyngauss.viewer.splats`)."""
 
     path: Path
     fmt: str
@@ -57,6 +58,7 @@ class LoadedSequence:
     bbox: tuple[np.ndarray, np.ndarray] = (np.zeros(3), np.ones(3))
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     manifest: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -220,7 +222,7 @@ def load_sequence(path: str | os.PathLike, opacity_threshold: float = 0.05, glyp
         quats=gauss.quats if with_glyphs else None, scales=gauss.scales if with_glyphs else None,
         mean_scale=gauss.mean_scale if gauss is not None else None, nodes=_read_nodes(node_files),
         bbox=_manifest_bbox(manifest) or robust_bbox(positions),
-        background=tuple(float(c) for c in bg[:3]) if bg else (1.0, 1.0, 1.0), manifest=manifest)
+        background=tuple(float(c) for c in bg[:3]) if bg else (1.0, 1.0, 1.0), manifest=manifest, files=files)
 
 
 def _read_nodes(node_files: list[Path]) -> list[dict] | None:
