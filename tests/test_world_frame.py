@@ -129,7 +129,7 @@ def test_fields_are_equivariant_under_a_similarity_of_their_world(kind):
     qR = _qmat(R).expand_as(m0.rot)
     want = quat_multiply(quat_multiply(qR, m0.rot), quat_conjugate(qR))
     sign = torch.sign((want * m1.rot).sum(-1, keepdim=True))
-    assert torch.allclose(m1.rot, sign * want, atol=1e-5)
+    assert torch.allclose(m1.rot, sign * want, atol=5e-5)
 
 
 def test_old_field_state_without_a_world_frame_loads_as_the_raw_world():
