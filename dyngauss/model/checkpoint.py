@@ -138,21 +138,30 @@ def find_checkpoint(path: str | Path, warn: Callable[[str], None] | None = _warn
     """
     p = Path(path)
     if p.is_dir():
-        cands = list_checkpoints(p)
-        cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-        if not cands:
-            raise CheckpointError(f"no checkpoint (ckpt_*.pt) found in {cdir}")
-        skipped: list[tuple[Path, str]] = []
-        for q in reversed(cands):
-            why = _quick_check(q)
-            if why is None:
-                _report_skipped(skipped, q, warn)
-                return q
-            skipped.append((q, why))
-        raise _no_readable(cdir, skipped)
+        return _newest(p, lambda q: (q, _quick_check(q)), warn)[0]
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     return p
+
+
+def _newest(run_or_dir: Path, attempt: Callable[[Path], tuple[Any, str | None]],
+            warn: Callable[[str], None] | None) -> tuple[Any, list[tuple[Path, str]]]:
+    """(attempt's value for the newest checkpoint it accepts, [(newer skipped file, why)]).
+
+    `attempt(q)` returns (value, None) to accept q or (anything, reason) to skip it; the skipped files are
+    reported through `warn` when one is accepted, listed in the CheckpointError when none is."""
+    cands = list_checkpoints(run_or_dir)
+    cdir = run_or_dir / "checkpoints" if (run_or_dir / "checkpoints").is_dir() else run_or_dir
+    if not cands:
+        raise CheckpointError(f"no checkpoint (ckpt_*.pt) found in {cdir}")
+    skipped: list[tuple[Path, str]] = []
+    for q in reversed(cands):
+        value, why = attempt(q)
+        if why is None:
+            _report_skipped(skipped, q, warn)
+            return value, skipped
+        skipped.append((q, why))
+    raise _no_readable(cdir, skipped)
 
 
 def _upgrade(payload: dict, p: Path) -> dict:
@@ -188,24 +197,19 @@ def read_checkpoint(path: str | Path, warn: Callable[[str], None] | None = _warn
         payload = _read_file(find_checkpoint(p))
         payload["_skipped"] = []
         return payload
-    cands = list_checkpoints(p)
-    cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    if not cands:
-        raise CheckpointError(f"no checkpoint (ckpt_*.pt) found in {cdir}")
-    skipped: list[tuple[Path, str]] = []
-    for q in reversed(cands):
+
+    def attempt(q: Path) -> tuple[dict | None, str | None]:
         why = _quick_check(q)
-        if why is None:
-            try:
-                payload = _read_file(q)
-            except CheckpointError as e:  # the reason without the file's name, on one line
-                why = str(e).replace(f"{q}: ", "").replace(f" {q}", "").splitlines()[0][:300]
-            else:
-                _report_skipped(skipped, q, warn)
-                payload["_skipped"] = skipped
-                return payload
-        skipped.append((q, why))
-    raise _no_readable(cdir, skipped)
+        if why is not None:
+            return None, why
+        try:
+            return _read_file(q), None
+        except CheckpointError as e:  # the reason without the file's name, on one line
+            return None, str(e).replace(f"{q}: ", "").replace(f" {q}", "").splitlines()[0][:300]
+
+    payload, skipped = _newest(p, attempt, warn)
+    payload["_skipped"] = skipped
+    return payload
 
 
 def _read_file(p: Path) -> dict:
