@@ -1,4 +1,7 @@
-"""Render an evaluation split, compute PSNR/SSIM/(LPIPS), timing and size, save renders, write metrics.json."""
+"""Render an evaluation split, compute PSNR/SSIM/(LPIPS), timing and size, save renders, write metrics.json.
+
+Under torch.distributed the split's frames are shared over the ranks and the per-frame results gathered
+(:mod:`dyngauss.eval.shards`, :func:`evaluate_split`); motion metrics and metrics.json stay with rank 0."""
 from __future__ import annotations
 
 import json
@@ -72,31 +75,68 @@ def render_names(split) -> list[str]:
 
 @torch.no_grad()
 def evaluate_split(model: DynamicGaussians, split, run_dir: Path | None, split_name: str, backend: str = "auto",
-                   save_renders: bool = True, lpips: bool = True) -> dict:
-    """Metrics of one split (a DNeRFSplit). FPS counts the deformation field evaluation and the rasterization."""
-    device = model.device
-    bg = model.background()
-    lp = LpipsMetric() if lpips else None
-    ps, ss, ls, secs = [], [], [], []
+                   save_renders: bool = True, lpips: bool = True, rank: int = 0, world: int = 1) -> dict:
+    """Metrics of one split (a DNeRFSplit): PSNR, SSIM, LPIPS (when `lpips` and its weights are on disk) per
+    frame and their means over the split, and FPS (the deformation field evaluation plus the rasterization).
+
+    Distributed (`world` > 1, torch.distributed initialised, see :mod:`dyngauss.eval.shards`): rank `rank`
+    renders and scores only frames ``rank, rank + world, ...`` and writes only those renders
+    (``run_dir/renders/<split_name>/<name>.png`` when `save_renders`); the per-frame results are gathered on
+    every rank and put back in the split's order, so the returned dict is the one a single process computes
+    (means over the same values in the same order; FPS from the per-frame times, each rank's first frame left
+    out as warm-up as a single process leaves out its first). Every rank must call this (a collective, also
+    with an empty share). A rank that fails raises its own error after the gather, the other ranks a
+    RuntimeError naming it, so no rank is left waiting.
+
+    Returns: ``psnr``, ``ssim`` (means), ``lpips`` (mean, None unless every frame has one), ``fps`` (None
+    without frames), ``num_frames``, ``psnr_per_frame`` (rounded to 4 decimals), ``frame_names``, and the
+    unrounded per-frame lists ``ssim_per_frame``, ``lpips_per_frame``, ``seconds_per_frame``, ``frame_ranks``
+    (the rank that evaluated each frame)."""
+    from .shards import check_rank, frame_share, gather_records
+
+    check_rank(rank, world)
+    run_dir = None if run_dir is None else Path(run_dir)
     names = render_names(split)
-    for i, cam in enumerate(split.cameras):
-        t = float(cam.time)
-        t0 = time.perf_counter()
-        out = model.render(cam, t, background=bg, backend=backend)
-        if device.type == "cuda":  # kernels run asynchronously: time the finished frame
-            torch.cuda.synchronize(device)
-        secs.append(time.perf_counter() - t0)
-        img, gt = out.rgb[0].clamp(0, 1), split.images[i].to(device)
-        ps.append(float(psnr(img, gt)))
-        ss.append(float(ssim(img, gt)))
-        if lp is not None and lp.available:
-            ls.append(lp(img, gt))
-        if save_renders and run_dir is not None:
-            _save_png(run_dir / "renders" / split_name / f"{names[i]}.png", img)
-    warm = secs[1:] if len(secs) > 1 else secs  # the first call may include kernel loading
-    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "lpips": float(np.mean(ls)) if ls else None,
+    records, error = [], None
+    try:
+        device = model.device
+        bg = model.background()
+        lp = LpipsMetric() if lpips else None
+        for k, i in enumerate(frame_share(len(split.cameras), rank, world)):
+            cam = split.cameras[i]
+            t0 = time.perf_counter()
+            out = model.render(cam, float(cam.time), background=bg, backend=backend)
+            if device.type == "cuda":  # kernels run asynchronously: time the finished frame
+                torch.cuda.synchronize(device)
+            sec = time.perf_counter() - t0
+            img, gt = out.rgb[0].clamp(0, 1), split.images[i].to(device)
+            records.append({"index": i, "psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt)),
+                            "lpips": lp(img, gt) if lp is not None and lp.available else None,
+                            "seconds": sec, "warm": k > 0, "rank": rank})  # warm: not this rank's first call
+            if save_renders and run_dir is not None:
+                _save_png(run_dir / "renders" / split_name / f"{names[i]}.png", img)
+    except Exception as e:  # noqa: BLE001 - reported to every rank after the gather, then raised
+        if world == 1:
+            raise
+        error = e
+    gathered = gather_records({"records": records, "error": None if error is None else
+                               f"{type(error).__name__}: {error}"}, world)
+    if error is not None:
+        raise error
+    failed = [(r, g["error"]) for r, g in enumerate(gathered) if g["error"] is not None]
+    if failed:
+        raise RuntimeError(f"evaluation of split {split_name!r} failed on rank {failed[0][0]}: {failed[0][1]}")
+    recs = sorted((x for g in gathered for x in g["records"]), key=lambda x: x["index"])
+    ps, ss, ls = [x["psnr"] for x in recs], [x["ssim"] for x in recs], [x["lpips"] for x in recs]
+    secs = [x["seconds"] for x in recs]
+    warm = [x["seconds"] for x in recs if x["warm"]] or secs  # the first call may include kernel loading
+    has_lpips = bool(ls) and all(v is not None for v in ls)
+    return {"psnr": float(np.mean(ps)) if ps else float("nan"), "ssim": float(np.mean(ss)) if ss else float("nan"),
+            "lpips": float(np.mean(ls)) if has_lpips else None,
             "fps": float(1.0 / np.mean(warm)) if warm else None, "num_frames": len(ps),
-            "psnr_per_frame": [round(p, 4) for p in ps], "frame_names": names}
+            "psnr_per_frame": [round(p, 4) for p in ps], "frame_names": names,
+            "ssim_per_frame": ss, "lpips_per_frame": ls, "seconds_per_frame": secs,
+            "frame_ranks": [x["rank"] for x in recs]}
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> Path:
@@ -117,14 +157,24 @@ def write_skipped_metrics(model: DynamicGaussians, run_dir: Path, reason: str) -
 
 def evaluate_run(model: DynamicGaussians, scene_split, run_dir: Path, split_name: str = "test", backend: str = "auto",
                  save_renders: bool = True, lpips: bool = True, data_path: str | Path | None = None,
-                 motion: bool = True) -> dict:
+                 motion: bool = True, rank: int = 0, world: int = 1) -> dict:
     """Evaluate and write metrics.json with psnr, ssim, lpips, fps, num_gaussians, train_seconds, and, when the
-    dataset has ground truth (video/ flow, gt_tracks.npz), flow_epe_px, track_epe, track_epe_rel."""
-    m = evaluate_split(model, scene_split, run_dir, split_name, backend, save_renders, lpips)
+    dataset has ground truth (video/ flow, gt_tracks.npz), flow_epe_px, track_epe, track_epe_rel.
+
+    Distributed (`world` > 1; every rank calls this with its `rank`): the image metrics are split over the
+    ranks and gathered (:func:`evaluate_split`; each rank writes its own frames' renders). The motion metrics
+    (:func:`dyngauss.eval.motion.evaluate_motion`: flow EPE over the video split, track EPE) and every file that
+    is not one frame's render (metrics.json, plots/) are computed and written by rank 0 alone, after the
+    gather, so the other ranks may leave as soon as this returns; metrics.json is the one a single process
+    writes (same keys, same per-frame order, same means; ``fps`` is timed on W processes sharing the
+    machine(s)). Returns the metrics on rank 0; on the other ranks the image metrics only (nothing written)."""
+    m = evaluate_split(model, scene_split, run_dir, split_name, backend, save_renders, lpips, rank=rank, world=world)
     metrics = {"split": split_name, "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"], "fps": m["fps"],
                "num_gaussians": len(model.gaussians), "train_seconds": model.info.train_seconds,
                "steps": model.info.step, "deform_kind": model.kind, "num_eval_frames": m["num_frames"],
                "psnr_per_frame": m["psnr_per_frame"]}
+    if rank != 0:
+        return metrics
     if motion:
         from .motion import evaluate_motion
 

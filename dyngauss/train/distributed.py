@@ -9,7 +9,9 @@ the summed gradient is the one a single process with batch B computes. The densi
 so every rank takes the same optimizer step and the same densify/prune decision and the parameters stay
 identical; :meth:`Dist.check_same` verifies that cheaply (a checksum all-reduce) every
 ``train.dist_check_every`` steps. Rank 0 alone writes checkpoints, TensorBoard, config.yaml, metrics, exports and
-holds the run-folder lock; it evaluates alone after training (the other ranks end there).
+holds the run-folder lock. After training every rank evaluates a strided share of the evaluation frames (rank r:
+frames r, r+W, ...; dyngauss/eval/shards.py) and writes their renders; rank 0 gathers the per-frame results,
+computes the motion metrics alone and writes metrics.json (train/run.py, eval/evaluate.py).
 
 Launch: ``torchrun --nproc_per_node N -m dyngauss train ...`` (detected from the RANK / WORLD_SIZE /
 LOCAL_RANK environment variables torchrun sets); backend gloo on CPU, nccl on CUDA (rank -> cuda:LOCAL_RANK).

@@ -4,8 +4,10 @@ The job holds the run folder's lock (:class:`~dyngauss.train.run_folder.RunLock`
 fresh run into a folder that holds checkpoints unless `overwrite` (:func:`prepare_fresh_run`), and evaluates and
 exports the checkpoint its trainer wrote last (by path, never "the newest file in the folder").
 
-Under torchrun (train/distributed.py) every rank trains; rank 0 alone holds the lock, prepares the folder,
-writes, evaluates and exports (the other ranks end after the last checkpoint)."""
+Under torchrun (train/distributed.py) every rank trains; rank 0 alone holds the lock and prepares the folder.
+After training every rank evaluates its share of the evaluation frames (eval/evaluate.py: rank r renders frames
+r, r+W, ... and writes their renders); rank 0 gathers them, computes the motion metrics, writes metrics.json
+and exports alone (the other ranks end once the per-frame results are gathered)."""
 from __future__ import annotations
 
 import time
@@ -53,22 +55,24 @@ def _train_eval_export(cfg: Config, resume: bool, log, dist=None, device=None) -
     finally:
         if live is not None:
             live.close()
-    if not trainer.dist.is_main:  # rank 0 evaluates and exports alone
-        return {}
     run_dir = Path(cfg.out)
-    # the checkpoint this training wrote, by path; evaluate where it trained (gsplat on a GPU)
-    model = DynamicGaussians.load(trainer.last_checkpoint or trainer.save(), device=trainer.device)
+    dist = trainer.dist
+    model = _eval_model(trainer)
     metrics: dict = {}
     from ..eval.evaluate import evaluate_run, write_skipped_metrics
 
-    split_name = trainer.scene.eval_split  # resolved and loaded before training (train/scene.py)
+    split_name = trainer.scene.eval_split  # resolved and loaded before training (train/scene.py): alike on all ranks
     if split_name is None:
+        if not dist.is_main:
+            return {}
         metrics = write_skipped_metrics(model, run_dir, trainer.scene.eval_note)
         log(trainer.scene.eval_note)
-    else:
+    else:  # every rank evaluates its share of the frames; rank 0 gathers them and writes metrics.json
         metrics = evaluate_run(model, trainer.scene.split(split_name), run_dir, split_name,
                                backend=cfg.render.backend, save_renders=cfg.eval.save_renders,
-                               lpips=cfg.eval.lpips, data_path=trainer.scene.path)
+                               lpips=cfg.eval.lpips, data_path=trainer.scene.path, rank=dist.rank, world=dist.world)
+        if not dist.is_main:  # rank 0 reports, exports and ends alone
+            return {}
         log(f"{split_name} PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
             f"{metrics['num_gaussians']} Gaussians  {metrics['fps']:.1f} FPS  "
             f"train {metrics['train_seconds']:.0f} s")
@@ -87,3 +91,30 @@ def _train_eval_export(cfg: Config, resume: bool, log, dist=None, device=None) -
         log(f"exported {len(times)} frames to {seq}")
     log(f"total {time.perf_counter() - t0:.0f} s; run folder {run_dir}")
     return metrics
+
+
+def _eval_model(trainer: Trainer) -> DynamicGaussians:
+    """The model to evaluate, on the device it trained on (gsplat on a GPU). Rank 0: the checkpoint this
+    training wrote last, by path. Other ranks: the same parameters from their own memory (training keeps them
+    identical to rank 0's, checked every ``train.dist_check_every`` steps), so no shared file system is needed.
+    A collective: when any rank fails, every rank raises (none is left waiting in the evaluation)."""
+    from ..model.checkpoint import model_from_payload
+
+    dist = trainer.dist
+    ckpt = trainer.last_checkpoint or trainer.save()  # on every rank: save() is collective
+    model, error = None, None
+    try:
+        if dist.is_main:
+            model = DynamicGaussians.load(ckpt, device=trainer.device)
+        else:
+            model = model_from_payload(trainer.model.state_payload()).eval().to(trainer.device)
+    except Exception as e:  # noqa: BLE001 - every rank learns of it below, then it is raised
+        if not dist.enabled:
+            raise
+        error = e
+    if dist.any(error is not None, device=trainer.device):
+        if error is not None:
+            raise error
+        raise RuntimeError(f"rank {dist.rank}: another rank could not load the model for evaluation (its error "
+                           "says why)")
+    return model
