@@ -70,6 +70,12 @@ class DataConfig:
     # seeing each of the synthetic_train_frames time steps, camera 0 held out as the test split (Panoptic layout,
     # dyngauss/data/synthetic_multiview.py)
     synthetic_cameras: Annotated[int, Range(ge=0, hint="0 = monocular; >= 2 cameras, one is held out")] = 0
+    # built-in scene: the object and its motion (dyngauss/data/motion_families.py), the training-camera protocol
+    # (random = one random camera per frame; orbit = one smoothly moving camera, monocular only) and exact depth
+    # per training frame (train/depth_XXX.npz)
+    synthetic_motion: Annotated[str, OneOf("twist", "limb", "blob", "two_objects", "spin")] = "twist"
+    synthetic_train_camera: Annotated[str, OneOf("random", "orbit")] = "random"
+    synthetic_depth: bool = False
     cache_dir: Annotated[str, FreeText("a folder")] = ""       # "" = $DYNGAUSS_CACHE or ~/.cache/dyngauss
     # ---- multi-camera captures (Neural 3D Video, Panoptic, the multi-camera built-in scene; data/multiview.py) ----
     time_stride: Annotated[int, POSITIVE_INT] = 1             # keep every this-many-th time step (video frame)
@@ -85,7 +91,11 @@ class DataConfig:
 
     RULES: ClassVar[tuple[Rule, ...]] = (Rule("test_every", "!=", 1, why="every frame would be a test frame"),
                                          Rule("synthetic_cameras", "!=", 1,
-                                              why="one camera is held out for testing: use 0 or >= 2"))
+                                              why="one camera is held out for testing: use 0 or >= 2"),
+                                         Rule("synthetic_cameras", "==", 0, when=("synthetic_train_camera", "==",
+                                                                                  "orbit"),
+                                              why="the orbit protocol is monocular; multi-camera scenes have "
+                                                  "fixed cameras"))
 
 
 @dataclass
@@ -232,7 +242,12 @@ class Config:
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule("export.sh_degree", ">=", "model.sh_degree", when=("export.sh_degree", "!=", -1),
-             why="export pads SH with zeros and never truncates; -1 = the model's own degree"),)
+             why="export pads SH with zeros and never truncates; -1 = the model's own degree"),
+    ) + tuple(Rule(f"motion.{k}_weight", "==", 0, when=("deform.kind", "==", "tracking"),
+                   why=f"deform.kind=tracking moves only its own Gaussians, one table row each: {what}")
+              for k, what in (("cycle", "it has no backward field"),
+                              ("elastic", "its motion does not depend on position (no Jacobian to regularise)"),
+                              ("background", "static points are no Gaussians of its tables")))
 
 
 # Tagged-union sections: dotted key -> {kind: dataclass}.

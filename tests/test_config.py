@@ -122,7 +122,13 @@ def test_shipped_configs_keep_their_values(name):
         assert new_keys <= {"background_samples", "test_every", "sh_degree", "viewer", "viewer_port",
                             "viewer_every", "synthetic_cameras", "time_stride", "max_frames", "test_camera",
                             "seg_as_alpha", "frame_cache_gb", "batch_lr_scaling", "batch_size", "batch_sampling",
-                            "dist_check_every"}, (sec, new_keys)  # keys added since: defaults
+                            "dist_check_every",
+                            # node field, SC-GS (issue 20)
+                            "node_pos_lr", "rebind_move", "node_spacing", "node_densify_every", "node_densify_start",
+                            "node_densify_stop", "node_densify_quantile", "max_nodes", "arap_robust_scale",
+                            # built-in scene families / camera protocols (issue 20)
+                            "synthetic_motion", "synthetic_train_camera", "synthetic_depth",
+                            }, (sec, new_keys)  # keys added since: defaults
         for key in want[sec]:
             if (name, sec, key) not in _V1_EXEMPT:
                 assert values[key] == want[sec][key], f"{name}: {sec}.{key} {values[key]!r} != {want[sec][key]!r}"

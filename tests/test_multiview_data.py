@@ -20,7 +20,7 @@ from dyngauss.data.dnerf import DatasetError, load_tracks
 from dyngauss.data.images import read_image
 from dyngauss.data.loaders import available_splits, dataset_format, load_split, resolve_dataset, split_options
 from dyngauss.data.multiview import MultiViewSplit
-from dyngauss.data.synthetic import GENERATOR_VERSION, SyntheticConfig, config_hash, generate
+from dyngauss.data.synthetic import GENERATOR_VERSION, OPTIONAL_DEFAULTS, SyntheticConfig, config_hash, generate
 from dyngauss.data.synthetic_multiview import read_depth
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
@@ -112,7 +112,7 @@ def test_multiview_generation_is_deterministic_and_monocular_unchanged(tmp_path)
     mono = SyntheticConfig()
     assert "n_cameras" not in mono.to_dict() and cfg.to_dict()["n_cameras"] == 3
     old = {f.name: (list(v) if isinstance(v := getattr(mono, f.name), tuple) else v) for f in fields(mono)
-           if f.name != "n_cameras"}
+           if f.name not in OPTIONAL_DEFAULTS}
     blob = json.dumps({"generator_version": GENERATOR_VERSION, **old}, sort_keys=True)
     assert config_hash(mono) == hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert config_hash(cfg) != config_hash(SyntheticConfig(resolution=16, n_train=3, n_tracks=20, supersample=1))

@@ -5,11 +5,15 @@ ground truth).
     dyngauss make-synthetic --out data/bar --res 256 --seed 1
     dyngauss make-synthetic --multiview --out data/bar_mv   # 8 fixed cameras x 30 time steps, Panoptic layout
     dyngauss make-synthetic --cameras 12 --n-train 60       # 12 cameras x 60 time steps (into the cache)
+    dyngauss make-synthetic --motion limb --train-camera orbit --depth --out data/limb_orbit
 
 Prints the scene folder (stdout; the time taken goes to stderr). With --out, an existing synthetic scene there is
 replaced; any other existing non-empty folder is refused unless --force. With --multiview / --cameras N the
 scene is seen by N (default 8) fixed synchronised cameras at each of --n-train time steps (default 30 then),
 camera 0 held out as the test split (dyngauss/data/synthetic_multiview.py); --n-val/--n-test/--n-video are unused.
+--motion picks the object and its motion (twist, limb, blob, two_objects, spin; dyngauss/data/motion_families.py);
+--train-camera orbit films the training frames with one smoothly moving camera instead of a random camera per
+frame (monocular only); --depth also writes exact depth per training frame (train/depth_XXX.npz).
 `python tools/make_synthetic.py ...` is the same command. Exit codes: 0 ok, 2 bad arguments / refused folder.
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ MULTIVIEW_CAMERAS = 8   # --multiview defaults: fixed cameras ...
 MULTIVIEW_TIMES = 30    # ... and time steps
 
 def main(argv: list[str] | None = None) -> int:
-    from ..data.synthetic import SyntheticConfig, ensure_scene, generate
+    from ..data.synthetic import MOTIONS, TRAIN_CAMERAS, SyntheticConfig, ensure_scene, generate
 
     d = SyntheticConfig()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"synchronised fixed cameras (--cameras, default {MULTIVIEW_CAMERAS}) instead of one "
                          "random camera per frame")
     ap.add_argument("--cameras", type=int, default=None, help="number of fixed cameras (>= 2; implies --multiview)")
+    ap.add_argument("--motion", choices=MOTIONS, default=d.motion, help="object and motion family")
+    ap.add_argument("--train-camera", choices=TRAIN_CAMERAS, default=d.train_camera,
+                    help="training cameras: a random camera per frame, or one smoothly moving (orbiting) camera")
+    ap.add_argument("--depth", action="store_true", help="also write exact depth per training frame")
     ap.add_argument("--force", action="store_true", help="replace --out even if it is not a synthetic scene")
     a = ap.parse_args(argv)
     multi = a.multiview or a.cameras is not None
@@ -52,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = SyntheticConfig(resolution=a.res, seed=a.seed, n_train=n_train, n_val=a.n_val, n_test=a.n_test,
                               n_video=a.n_video, n_tracks=a.n_tracks, supersample=a.supersample,
-                              motion_scale=a.motion_scale, n_cameras=n_cameras)
+                              motion_scale=a.motion_scale, n_cameras=n_cameras, motion=a.motion,
+                              train_camera=a.train_camera, train_depth=a.depth)
     except ValueError as e:
         ap.error(str(e))
     t0 = time.perf_counter()

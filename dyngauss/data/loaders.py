@@ -29,7 +29,9 @@ def resolve_dataset(data: "DataConfig") -> Path:
     from .synthetic import SyntheticConfig, ensure_scene
 
     scfg = SyntheticConfig(resolution=data.synthetic_resolution, seed=data.synthetic_seed,
-                           n_train=data.synthetic_train_frames, n_cameras=data.synthetic_cameras)
+                           n_train=data.synthetic_train_frames, n_cameras=data.synthetic_cameras,
+                           motion=data.synthetic_motion, train_camera=data.synthetic_train_camera,
+                           train_depth=data.synthetic_depth)
     return Path(ensure_scene(scfg, cache_dir=data.cache_dir or None))
 
 

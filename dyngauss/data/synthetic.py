@@ -1,24 +1,44 @@
-"""The built-in default scene: a procedurally textured bar that twists, bends and moves, rendered by an
+"""The built-in default scene: a procedurally textured object that moves and deforms, rendered by an
 independent z-buffer triangle rasterizer (numpy; not Gaussian splatting), written in D-NeRF format with the
 same motion ground truth as ``../shared/data/twist`` (fixed-camera video split with exact depth, forward flow
 and validity, and ``gt_tracks.npz``). With ``SyntheticConfig.n_cameras >= 2`` the same object is instead seen by
 that many fixed synchronised cameras at every time step, written in the Panoptic layout
 (dyngauss/data/synthetic_multiview.py).
 
-World: z up (like Blender). The bar is a box ``size`` (default 0.5 x 0.4 x 1.6) centred at the origin with its
-long axis along z, tessellated into a grid of triangles on each face. At time t in [0,1] a rest point is moved by
-    twist about z (angle proportional to z, total -90..+110 deg) -> bend in the local x-z plane (constant
-    curvature, total angle +-65 deg, sinusoidal in t) -> rotation about world z (+-20 deg) -> translation
-    (<= ~0.12).
-All are smooth in t. Rendering: albedo from a procedural texture evaluated in rest (object) coordinates per
-sample (per-face colours, a colour ramp along the bar, a checkerboard of ``checker_size`` cells and dark rings
-every 0.4 units), Lambertian shading with two fixed world-space lights plus ambient (view-independent),
-smooth normals from the deformation Jacobian, ``supersample``^2 samples per pixel (box filter), alpha = coverage,
-transparent background. Depth/flow/validity are exact ray casts through pixel centres (not anti-aliased).
+World: z up (like Blender). ``SyntheticConfig.motion`` picks the object and its motion among the families of
+dyngauss/data/motion_families.py (shape, deformation x(rest, t), texture, description); this module dispatches
+:func:`rest_mesh`, :func:`deform_points` and :func:`albedo` to it:
+
+* ``twist`` (default): the bar, a box ``size`` (default 0.5 x 0.4 x 1.6) centred at the origin with its long axis
+  along z, tessellated into a grid of triangles on each face. At time t in [0,1] a rest point is moved by
+      twist about z (angle proportional to z, total -90..+110 deg) -> bend in the local x-z plane (constant
+      curvature, total angle +-65 deg, sinusoidal in t) -> rotation about world z (+-20 deg) -> translation
+      (<= ~0.12).
+  Its files are byte-identical to those of the generator before the families existed.
+* ``limb``: a 3-bone capsule, piecewise rigid, hinge angles smooth in t, blended only within 0.12 of each joint;
+* ``blob``: a sphere with a travelling radial wave and a tangential swirl (smooth, nowhere rigid);
+* ``two_objects``: a box spinning about its own axis beside a box translating along an arc;
+* ``spin``: a rigid box turning 240 deg about a tilted axis while translating.
+
+All motions are smooth in t and scaled by ``motion_scale``. Rendering: albedo from a procedural texture evaluated
+in rest (object) coordinates per sample (per-part colours, a colour ramp along the object, a checkerboard of
+``checker_size`` cells and thin dark rings), Lambertian shading with two fixed world-space lights plus ambient
+(view-independent), smooth normals from the deformation Jacobian, ``supersample``^2 samples per pixel (box
+filter), alpha = coverage, transparent background. Depth/flow/validity are exact ray casts through pixel centres
+(not anti-aliased).
+
+Cameras (monocular mode): ``train_camera="random"`` (default) gives each training frame t_i = i/(n_train-1) its
+own random camera on the sphere of radius ``camera_radius`` (the teleporting-camera protocol of D-NeRF);
+``"orbit"`` films them with one smoothly moving camera (azimuth sweeping ``orbit_sweep_deg``, elevation easing
+across ``orbit_elevation_deg``: a phone walked around the object). Either way val/test are random held-out cameras
+at random times (the same ones under both protocols for a seed) and the ``video`` split is one fixed camera.
+``train_depth=True`` also writes ``train/depth_XXX.npz`` (key ``depth``: float32 [H,W] camera z, +inf background).
+Keys added after the first generator (``OPTIONAL_DEFAULTS``) are left out of :meth:`SyntheticConfig.to_dict` at
+their defaults, so the default scene's hash, cache folder and files never change.
 
 Public API: :class:`SyntheticConfig`, :func:`generate`, :func:`ensure_scene`, :func:`config_hash`,
 :func:`scene_mesh`, :func:`rest_mesh`, :func:`deform_points`, :func:`object_bbox`, :func:`render_view`,
-:func:`raycast`.
+:func:`raycast`, :func:`exact_flow`, :func:`train_cameras`.
 """
 from __future__ import annotations
 
@@ -38,13 +58,16 @@ from ..resources import cache_root
 
 from .camera import intrinsics_from_fov, look_at_viewmat, viewmat_to_opengl_c2w
 from .images import save_npz, write_png
+from .motion_families import MOTIONS, RestMesh, family, twist_params
 
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".complete"
 
 __all__ = ["SyntheticConfig", "generate", "ensure_scene", "config_hash", "scene_mesh", "rest_mesh",
-           "deform_points", "object_bbox", "render_view", "raycast", "exact_flow", "RestMesh", "GENERATOR_VERSION",
-           "COMPLETE_MARKER"]
+           "deform_points", "object_bbox", "render_view", "raycast", "exact_flow", "train_cameras", "RestMesh",
+           "MOTIONS", "TRAIN_CAMERAS", "OPTIONAL_DEFAULTS", "GENERATOR_VERSION", "COMPLETE_MARKER"]
+
+TRAIN_CAMERAS = ("random", "orbit")   # SyntheticConfig.train_camera
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,15 @@ class SyntheticConfig:
     # 0: the monocular protocol above (one random camera per frame); >= 2: that many fixed synchronised cameras
     # seeing all n_train time steps, written in the Panoptic layout (dyngauss/data/synthetic_multiview.py)
     n_cameras: int = 0
+    # the object and its motion: twist | limb | blob | two_objects | spin (dyngauss/data/motion_families.py);
+    # size / segments shape the twisting bar only
+    motion: str = "twist"
+    # training cameras (monocular mode): random = a random camera per frame (teleporting); orbit = one smoothly
+    # moving camera (azimuth sweeping orbit_sweep_deg, elevation easing across orbit_elevation_deg)
+    train_camera: str = "random"
+    train_depth: bool = False                    # also write train/depth_XXX.npz (exact camera z, +inf background)
+    orbit_sweep_deg: float = 150.0
+    orbit_elevation_deg: tuple = (15.0, 35.0)    # orbit: elevation at the first and at the last training frame
 
     def __post_init__(self) -> None:
         if self.resolution < 4:
@@ -85,22 +117,43 @@ class SyntheticConfig:
             raise ValueError("supersample must be >= 1")
         if self.n_cameras < 0 or self.n_cameras == 1:
             raise ValueError(f"n_cameras must be 0 (monocular) or >= 2 (one is held out), got {self.n_cameras}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
+        if self.train_camera not in TRAIN_CAMERAS:
+            raise ValueError(f"train_camera must be one of {', '.join(TRAIN_CAMERAS)}, got {self.train_camera!r}")
+        if self.train_camera != "random" and self.n_cameras:
+            raise ValueError(f"train_camera={self.train_camera!r} is a monocular protocol; with n_cameras >= 2 the "
+                             "cameras are fixed (use train_camera='random')")
+        if not isinstance(self.train_depth, bool):
+            raise ValueError(f"train_depth must be a bool, got {self.train_depth!r}")
+        if not 0.0 < float(self.orbit_sweep_deg) <= 360.0:
+            raise ValueError(f"orbit_sweep_deg must be in (0, 360], got {self.orbit_sweep_deg}")
+        if len(self.orbit_elevation_deg) != 2 or not all(-89.0 <= float(e) <= 89.0 for e in self.orbit_elevation_deg):
+            raise ValueError(f"orbit_elevation_deg must be two angles in [-89, 89], got {self.orbit_elevation_deg}")
         object.__setattr__(self, "elevation_deg", tuple(float(v) for v in self.elevation_deg))
         object.__setattr__(self, "size", tuple(float(v) for v in self.size))
         object.__setattr__(self, "segments", tuple(int(v) for v in self.segments))
+        object.__setattr__(self, "orbit_elevation_deg", tuple(float(v) for v in self.orbit_elevation_deg))
 
     def to_dict(self) -> dict:
-        """Every field (tuples as lists); ``n_cameras`` only when non-zero, so a monocular scene's dict, hash and
-        files are those of the generator before the multi-camera mode existed."""
+        """Every field (tuples as lists), except the keys of :data:`OPTIONAL_DEFAULTS` at their default value, so
+        the default scene's dict, hash and files are those of the generator before the multi-camera mode, the
+        motion families and the camera protocols existed."""
         d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
-        if not self.n_cameras:
-            del d["n_cameras"]
+        for k, default in OPTIONAL_DEFAULTS.items():
+            if getattr(self, k) == default:
+                del d[k]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SyntheticConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+# Keys added after the first generator: left out of to_dict() (and so of the hash and meta.json) at these values.
+OPTIONAL_DEFAULTS: dict = {"n_cameras": 0, "motion": "twist", "train_camera": "random", "train_depth": False,
+                           "orbit_sweep_deg": 150.0, "orbit_elevation_deg": (15.0, 35.0)}
 
 
 def config_hash(cfg: SyntheticConfig) -> str:
@@ -110,97 +163,32 @@ def config_hash(cfg: SyntheticConfig) -> str:
 
 # ============================================================================================= geometry
 
-@dataclass
-class RestMesh:
-    verts: np.ndarray        # [V,3] float64 rest positions (object coordinates = world at rest)
-    faces: np.ndarray        # [F,3] int64, counter-clockwise seen from outside
-    face_label: np.ndarray   # [F] int64: box side 0..5 = +x,-x,+y,-y,+z,-z
-    vert_label: np.ndarray   # [V] int64: box side of each vertex (vertices are not shared between sides)
-    normals: np.ndarray      # [V,3] rest outward normal per vertex (its side's normal)
-
-
 def rest_mesh(cfg: SyntheticConfig = SyntheticConfig()) -> RestMesh:
-    """Tessellated box; each side is its own grid (vertices on edges duplicated, at identical positions)."""
-    hx, hy, hz = (0.5 * s for s in cfg.size)
-    half = np.array([hx, hy, hz])
-    seg = cfg.segments
-    verts, faces, flab, vlab, norms = [], [], [], [], []
-    nv = 0
-    for side in range(6):
-        a = side // 2
-        sgn = 1.0 if side % 2 == 0 else -1.0
-        b, c = [k for k in range(3) if k != a]
-        nb, nc = seg[b], seg[c]
-        ub = np.linspace(-half[b], half[b], nb + 1)
-        uc = np.linspace(-half[c], half[c], nc + 1)
-        gb, gc = np.meshgrid(ub, uc, indexing="ij")
-        v = np.zeros((gb.size, 3))
-        v[:, a] = sgn * half[a]
-        v[:, b] = gb.ravel()
-        v[:, c] = gc.ravel()
-        idx = np.arange(gb.size).reshape(nb + 1, nc + 1) + nv
-        q00, q10, q01, q11 = idx[:-1, :-1], idx[1:, :-1], idx[:-1, 1:], idx[1:, 1:]
-        tri = np.concatenate([np.stack([q00, q10, q11], -1).reshape(-1, 3),
-                              np.stack([q00, q11, q01], -1).reshape(-1, 3)])
-        n = np.zeros(3)
-        n[a] = sgn
-        # orient counter-clockwise about the outward normal
-        p0, p1, p2 = v[tri[:, 0] - nv], v[tri[:, 1] - nv], v[tri[:, 2] - nv]
-        flip = np.cross(p1 - p0, p2 - p0) @ n < 0
-        tri[flip] = tri[flip][:, [0, 2, 1]]
-        verts.append(v)
-        faces.append(tri)
-        flab.append(np.full(len(tri), side))
-        vlab.append(np.full(len(v), side))
-        norms.append(np.tile(n, (len(v), 1)))
-        nv += len(v)
-    return RestMesh(np.concatenate(verts), np.concatenate(faces).astype(np.int64),
-                    np.concatenate(flab).astype(np.int64), np.concatenate(vlab).astype(np.int64),
-                    np.concatenate(norms))
+    """The rest (t-independent) mesh of ``cfg.motion``'s family (dyngauss/data/motion_families.py); for the
+    twisting bar a tessellated box, each side its own grid (vertices on edges duplicated, identical positions)."""
+    return family(cfg.motion).rest_mesh(cfg)
 
 
 def motion_params(t: float, cfg: SyntheticConfig = SyntheticConfig()) -> dict:
-    """Deformation parameters at time t (all smooth in t)."""
-    s = cfg.motion_scale
-    t = float(t)
-    return {
-        "twist": s * math.radians(-90.0 + 200.0 * (0.5 - 0.5 * math.cos(math.pi * t))),
-        "bend": s * math.radians(65.0) * math.sin(2.0 * math.pi * t),
-        "rot_z": s * math.radians(20.0) * math.sin(math.pi * (1.5 * t - 0.25)),
-        "trans": s * np.array([0.10 * math.sin(2.0 * math.pi * t),
-                               0.08 * math.sin(math.pi * t + 0.5) - 0.08 * math.sin(0.5),
-                               0.06 * math.sin(1.5 * math.pi * t)]),
-    }
+    """The twisting bar's deformation parameters at time t (all smooth in t)."""
+    return twist_params(t, cfg)
 
 
 def deform_points(x: np.ndarray, t: float, cfg: SyntheticConfig = SyntheticConfig()) -> np.ndarray:
-    """Rest positions [N,3] -> world positions at time t [N,3] (float64)."""
-    x = np.asarray(x, dtype=np.float64)
-    p = motion_params(t, cfg)
-    L = cfg.size[2]
-    X, Y, Z = x[:, 0], x[:, 1], x[:, 2]
-    # twist about the long axis
-    th = p["twist"] * Z / L
-    c, s = np.cos(th), np.sin(th)
-    X, Y = c * X - s * Y, s * X + c * Y
-    # bend in the x-z plane: the axis (x=0) becomes an arc of curvature k, x is measured along the arc normal
-    k = p["bend"] / L
-    phi = k * Z
-    sinc = np.sinc(phi / np.pi)                          # sin(phi)/phi
-    cosc = np.where(np.abs(phi) < 1e-4, 0.5 * phi, (1.0 - np.cos(phi)) / np.where(phi == 0, 1.0, phi))
-    X, Z = Z * cosc + X * np.cos(phi), Z * sinc - X * np.sin(phi)
-    # global rotation about z, translation
-    c, s = math.cos(p["rot_z"]), math.sin(p["rot_z"])
-    X, Y = c * X - s * Y, s * X + c * Y
-    return np.stack([X, Y, Z], -1) + p["trans"]
+    """Rest positions [N,3] -> world positions at time t [N,3] (float64), by ``cfg.motion``'s family."""
+    return family(cfg.motion).deform(x, t, cfg)
 
 
 def _posed_normals(mesh: RestMesh, t: float, cfg: SyntheticConfig) -> np.ndarray:
-    """Deformed vertex normals: cross product of the deformed side tangents (central differences)."""
+    """Deformed vertex normals: cross product of the deformed rest tangents (central differences). The tangents
+    are the coordinate axis after the normal's largest component, made orthogonal to the normal (for a box side
+    that axis itself, exactly), and the normal crossed with it."""
     n = mesh.normals
     a = np.abs(n).argmax(1)
     t1 = np.zeros_like(n)
     t1[np.arange(len(n)), (a + 1) % 3] = 1.0
+    t1 = t1 - (t1 * n).sum(1, keepdims=True) * n
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
     t2 = np.cross(n, t1)                                 # cross(t1, t2) = n
     eps = 1e-4
     j1 = deform_points(mesh.verts + eps * t1, t, cfg) - deform_points(mesh.verts - eps * t1, t, cfg)
@@ -224,34 +212,10 @@ def object_bbox(cfg: SyntheticConfig = SyntheticConfig(), n_times: int = 201) ->
 
 # ============================================================================================= texture
 
-_SIDE_COLORS = np.array([[0.90, 0.30, 0.15],   # +x orange-red
-                         [0.15, 0.35, 0.90],   # -x blue
-                         [0.20, 0.80, 0.25],   # +y green
-                         [0.65, 0.20, 0.80],   # -y purple
-                         [0.95, 0.85, 0.15],   # +z yellow
-                         [0.10, 0.80, 0.85]])  # -z cyan
-
-
-def _hsv_to_rgb(h: np.ndarray, s: float, v: float) -> np.ndarray:
-    k = (np.array([5.0, 3.0, 1.0]) + h[:, None] * 6.0) % 6.0
-    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-def albedo(rest: np.ndarray, side: np.ndarray, cfg: SyntheticConfig) -> np.ndarray:
-    """Procedural albedo [N,3] in (0,1) at rest positions [N,3] on box sides [N]."""
-    L = cfg.size[2]
-    zn = np.clip((rest[:, 2] + 0.5 * L) / L, 0.0, 1.0)
-    ramp = _hsv_to_rgb(0.7 * zn, 0.8, 0.95)
-    base = 0.55 * _SIDE_COLORS[side] + 0.45 * ramp
-    a = side // 2
-    uv = np.stack([rest[np.arange(len(rest)), (a + 1) % 3], rest[np.arange(len(rest)), (a + 2) % 3]], -1)
-    cell = np.floor(uv / cfg.checker_size + 1e-9).astype(np.int64)
-    checker = ((cell[:, 0] + cell[:, 1]) % 2).astype(np.float64)
-    col = base * (0.55 + 0.45 * checker)[:, None]
-    ring = np.abs(((rest[:, 2] + 0.5 * L) / 0.4 + 0.5) % 1.0 - 0.5) * 0.4 < 0.015
-    ring &= a != 2
-    col[ring] *= 0.2
-    return np.clip(col, 0.03, 0.92)
+def albedo(rest: np.ndarray, label: np.ndarray, cfg: SyntheticConfig) -> np.ndarray:
+    """Procedural albedo [N,3] in (0,1) at rest positions [N,3] with face labels [N] (box sides for the twisting
+    bar), by ``cfg.motion``'s family."""
+    return family(cfg.motion).albedo(rest, label, cfg)
 
 
 _LIGHTS = [(np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8]), 0.55),
@@ -436,6 +400,33 @@ def _random_cameras(rng: np.random.Generator, n: int, cfg: SyntheticConfig) -> l
     return out
 
 
+def _orbit_cameras(n: int, cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The moving-video-camera protocol: frame i of n (s = i/(n-1)) is seen from azimuth a0 + dir * sweep * s and
+    elevation e0 + (e1 - e0)(1 - cos(pi s))/2 on the sphere of radius camera_radius, looking at the origin (z
+    up); a0 uniform and dir = +-1 drawn from their own generator (seed, 13). Returns (viewmats, azimuths deg [n],
+    elevations deg [n])."""
+    rng = np.random.default_rng([int(cfg.seed), 13])
+    a0 = rng.uniform(0.0, 360.0)
+    direction = 1.0 if rng.uniform() < 0.5 else -1.0
+    s = np.arange(n) / (n - 1)
+    az = a0 + direction * cfg.orbit_sweep_deg * s
+    e0, e1 = cfg.orbit_elevation_deg
+    el = e0 + (e1 - e0) * (0.5 - 0.5 * np.cos(np.pi * s))
+    views = [look_at_viewmat(_eye(math.radians(a), math.radians(e), cfg.camera_radius), (0, 0, 0), (0, 0, 1))
+             for a, e in zip(az, el)]
+    return views, az, el
+
+
+def train_cameras(cfg: SyntheticConfig, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """OpenCV world-to-camera matrices [4,4] of the n_train training frames of the monocular scene, by
+    ``cfg.train_camera``: ``random`` draws one camera per frame from `rng` (default: a fresh generator of
+    cfg.seed, as the scene writer does); ``orbit`` draws the same number from `rng` (so val/test cameras and times
+    are the same under both protocols) and returns the moving camera of :func:`_orbit_cameras`."""
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
+    views = _random_cameras(rng, cfg.n_train, cfg)
+    return _orbit_cameras(cfg.n_train, cfg)[0] if cfg.train_camera == "orbit" else views
+
+
 def _random_times(rng: np.random.Generator, n: int, avoid: np.ndarray, min_gap: float = 1e-3) -> np.ndarray:
     ts = []
     while len(ts) < n:
@@ -515,6 +506,18 @@ def _video_gt(root: Path, times: np.ndarray, V: np.ndarray, cfg: SyntheticConfig
                      "valid_fraction_of_hit_pixels": round(float(valid_all.sum()) / max(hit_px, 1), 4)}
 
 
+def _train_depth(root: Path, times: np.ndarray, viewmats: list[np.ndarray], cfg: SyntheticConfig,
+                 mesh: RestMesh) -> None:
+    """train/depth_XXX.npz key ``depth``: float32 [H,W] camera z of the exact ray cast through pixel centres, +inf
+    on background (the video split's convention)."""
+    W = H = cfg.resolution
+    K = _camera_K(cfg)
+    q = _pixel_centres(W, H, 1)
+    for i, (t, V) in enumerate(zip(times, viewmats)):
+        _, _, depth = raycast(deform_points(mesh.verts, t, cfg), mesh.faces, V, K, W, H, q)
+        save_npz(root / "train" / f"depth_{i:03d}.npz", depth=depth.reshape(H, W).astype(np.float32))
+
+
 def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
     if cfg.n_cameras:
         from .synthetic_multiview import write_multiview_scene
@@ -526,7 +529,7 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
     mesh = rest_mesh(cfg)
     n_train = cfg.n_train
     t_train = np.arange(n_train) / (n_train - 1)
-    splits = {"train": (t_train, _random_cameras(rng, n_train, cfg))}
+    splits = {"train": (t_train, train_cameras(cfg, rng))}
     for name, n in (("val", cfg.n_val), ("test", cfg.n_test)):
         if n > 0:
             ts = _random_times(rng, n, t_train)
@@ -543,6 +546,8 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
         _write_split(root, name, ts, Vs, cfg, mesh, stats)
     if "video" in splits:
         _video_gt(root, splits["video"][0], V_video, cfg, mesh, stats)
+    if cfg.train_depth:
+        _train_depth(root, *splits["train"], cfg, mesh)
 
     tracks = {"point_ids": np.arange(cfg.n_tracks, dtype=np.int32), "tri_index": trk_tri, "bary": trk_bary,
               "rest_xyz": (mesh.verts[mesh.faces[trk_tri]] * trk_bary.astype(np.float64)[:, :, None]).sum(1)
@@ -555,12 +560,10 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
 
     K = _camera_K(cfg)
     bbox = object_bbox(cfg)
+    fam = family(cfg.motion).describe(cfg)
     meta = {
-        "scene": "synthetic_bar",
-        "description": (f"Procedurally textured box {cfg.size[0]} x {cfg.size[1]} x {cfg.size[2]} along z; twist "
-                        "about z (-90..110 deg over its length), bend in the local x-z plane (+-65 deg, "
-                        "sinusoidal), rotation about world z (+-20 deg) and a small translation; rendered by "
-                        "the dyngauss numpy z-buffer mesh rasterizer (not Gaussian splatting)."),
+        "scene": fam["scene"],
+        "description": fam["description"],
         "generator": "dyngauss.data.synthetic",
         "generator_version": GENERATOR_VERSION,
         "config": cfg.to_dict(),
@@ -575,11 +578,7 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
         "n_tracks": cfg.n_tracks,
         "mesh": {"n_vertices": int(len(mesh.verts)), "n_triangles": int(len(mesh.faces))},
         "object_bbox_all_times": bbox.tolist(),
-        "motion": {"twist_deg": "-90 + 200*(1-cos(pi t))/2, angle(z) = twist * z / L",
-                   "bend_deg": "65*sin(2 pi t), constant curvature bend/L in the local x-z plane",
-                   "rot_z_deg": "20*sin(pi(1.5t - 0.25))",
-                   "translation": "(0.10 sin 2pi t, 0.08(sin(pi t + 0.5) - sin 0.5), 0.06 sin 1.5pi t)",
-                   "order": "twist -> bend -> rotate z -> translate; all scaled by motion_scale"},
+        "motion": fam["motion"],
         "conventions": {
             "world": "z up; object inside object_bbox_all_times",
             "transform_matrix": "camera-to-world 4x4, OpenGL/Blender camera (looks along -z, +y up), as in "
@@ -608,6 +607,21 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
                             "lights": [[d.tolist(), w] for d, w in _LIGHTS], "ambient": _AMBIENT},
         "checks": stats,
     }
+    if cfg.motion != OPTIONAL_DEFAULTS["motion"]:
+        meta["family"] = cfg.motion
+    if cfg.train_camera == "orbit":
+        _, az, el = _orbit_cameras(n_train, cfg)
+        meta["train_camera"] = {
+            "protocol": "orbit",
+            "description": (f"one moving camera: frame i of {n_train} at azimuth a0 + dir * {cfg.orbit_sweep_deg:g} "
+                            "* s, elevation e0 + (e1 - e0)(1 - cos(pi s))/2, s = i/(n_train-1), radius "
+                            "camera_radius, looking at the origin; val/test: random held-out cameras"),
+            "azimuth_deg_first_last": [round(float(az[0]), 6), round(float(az[-1]), 6)],
+            "elevation_deg_first_last": [round(float(el[0]), 6), round(float(el[-1]), 6)]}
+    if cfg.train_depth:
+        meta["conventions"]["train_depth"] = ("train/depth_XXX.npz key 'depth': float32 [H,W] camera z-depth of "
+                                              "training frame XXX, +inf on background; exact ray cast of the mesh "
+                                              "through pixel centres (as video/depth_XXX.npz)")
     with open(root / "meta.json", "w") as f:
         json.dump(meta, f, indent=2)
     marker = {"generator_version": GENERATOR_VERSION, "config_hash": config_hash(cfg),

@@ -142,8 +142,9 @@ def write_multiview_scene(root: Path, cfg) -> None:
     save_npz(root / "gt_tracks.npz", **tracks)
 
     meta = {
-        "scene": "synthetic_bar_multiview",
-        "description": (f"The built-in twisting bar (dyngauss.data.synthetic) seen by {n} fixed synchronised cameras "
+        "scene": syn.family(cfg.motion).describe(cfg)["scene"] + "_multiview",
+        "description": (f"The built-in {'twisting bar' if cfg.motion == 'twist' else cfg.motion + ' scene'} "
+                        f"(dyngauss.data.synthetic) seen by {n} fixed synchronised cameras "
                         f"at {T} time steps, in the Panoptic / Dynamic3DGaussians layout; camera(s) "
                         f"{', '.join(map(str, test))} held out as the test split."),
         "generator": "dyngauss.data.synthetic",

@@ -1,0 +1,97 @@
+"""tools/bench_motion.py (issue 20): variant parsing, scene protocols, the seed/family statistics against
+numpy, and a CI-sized --quick run end to end (real trainings on generated family scenes)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_motion", ROOT / "tools" / "bench_motion.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_motion"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parse_variant():
+    b = _bench()
+    assert b.parse_variant("warp=deform.kind=mlp,motion.photo_warp_weight=0.1") == (
+        "warp", ["deform.kind=mlp", "motion.photo_warp_weight=0.1"])
+    for bad in ("warp", "=a=b", "warp=", "warp=novalue", "warp=a=1,b"):
+        with pytest.raises(ValueError):
+            b.parse_variant(bad)
+
+
+def test_scene_protocol_rejects_unknown_scene():
+    b = _bench()
+    a = b._parser().parse_args([])
+    config, over = b.scene_protocol("limb:orbit", a)
+    assert config.endswith("default.yaml")
+    assert "data.synthetic_motion=limb" in over and "data.synthetic_train_camera=orbit" in over
+    for bad in ("limb", "limb:teleport", "octopus:random"):
+        with pytest.raises(ValueError):
+            b.scene_protocol(bad, a)
+
+
+def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
+    b = _bench()
+    with pytest.raises(SystemExit) as e:
+        b.main(["--variants", "nope", "--scenes", "limb:random", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()        # refused before any work
+
+
+def test_summary_statistics_match_numpy():
+    b = _bench()
+    rng = np.random.default_rng(0)
+    jobs, truth = [], {}
+    for s in ("limb:random", "blob:orbit"):
+        for seed in (0, 1, 2):
+            m = {k: float(rng.uniform(0.01, 30.0)) for k, _, _ in b.METRICS}
+            jobs.append(b.Job(s, "mlp", seed, "c", [], "o", metrics=m))
+            truth.setdefault(s, []).append(m)
+    summ = b.summarise(jobs, ["limb:random", "blob:orbit"], ["mlp"])
+    for s, ms in truth.items():
+        vals = np.array([m["psnr"] for m in ms])
+        row = summ["rows"][f"{s}|mlp"]
+        assert row["psnr"]["mean"] == pytest.approx(vals.mean())
+        assert row["psnr"]["std"] == pytest.approx(vals.std(ddof=1))
+    fam = summ["family"]["builtin|mlp"]
+    want = np.mean([np.mean([m["track_epe_strided_rel"] for m in ms]) for ms in truth.values()])
+    assert fam["track_epe_strided_rel"] == pytest.approx(want) and fam["scenes"] == 2
+    # a failed run (no metrics) is left out, a missing metric is not averaged as a number
+    jobs.append(b.Job("limb:random", "mlp", 3, "c", [], "o", error="exit 1"))
+    jobs[0].metrics["flow_epe_px"] = None
+    summ = b.summarise(jobs, ["limb:random"], ["mlp"])
+    assert summ["rows"]["limb:random|mlp"]["seeds"] == [0, 1, 2]
+    assert math.isfinite(summ["rows"]["limb:random|mlp"]["flow_epe_px"]["mean"])
+
+
+def test_quick_run_end_to_end(tmp_path):
+    b = _bench()
+    out = tmp_path / "bench"
+    rc = b.main(["--quick", "--scenes", "limb:random", "--variants", "mlp", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"])
+    assert rc == 0
+    res = json.loads((out / "bench_motion.json").read_text())
+    row = res["rows"]["limb:random|mlp"]
+    assert math.isfinite(row["psnr"]["mean"]) and row["psnr"]["mean"] > 8.0
+    assert 0.0 < row["track_epe_rel"]["mean"] < 1.0 and 0.0 < row["track_epe_strided_rel"]["mean"] < 1.0
+    assert row["flow_epe_px"]["mean"] > 0.0
+    assert "limb:random" in (out / "bench_motion.md").read_text()
+    # a second call reuses the finished run (same job spec) instead of training again
+    log = out / "runs" / "limb-random" / "mlp-s0.log"
+    stamp = log.stat().st_mtime_ns
+    assert b.main(["--quick", "--scenes", "limb:random", "--variants", "mlp", "--out", str(out),
+                   "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]) == 0
+    assert log.stat().st_mtime_ns == stamp
