@@ -339,3 +339,16 @@ def test_flow_to_color_and_plots(tmp_path):
     xyz, _ = _twist_tracks(P=20, T=5)
     p = save_track_plot(tmp_path / "t.png", xyz, xyz + 0.01)
     assert p.is_file() and p.stat().st_size > 1000
+
+
+def test_track_epe_of_a_static_model():
+    """A static model (identity field: its pose is its own trainable parameters) scores the points' mean
+    displacement from their first position, with the predictions returned as plain arrays."""
+    from dyngauss.deform.base import IdentityField
+
+    xyz, times = _twist_tracks()
+    tracks = {"xyz_video": xyz, "times_video": times}
+    out = track_epe(_model(xyz[:, 0], IdentityField()), tracks, split="video", k=1, return_pred=True)
+    want = np.linalg.norm(xyz[:, 1:] - xyz[:, :1], axis=-1).mean()
+    assert out["track_epe"] == pytest.approx(want, rel=1e-4)
+    assert np.allclose(out["pred"], np.repeat(xyz[:, :1], xyz.shape[1], 1), atol=1e-5)

@@ -128,7 +128,7 @@ def track_poses(model: "DynamicGaussians", times) -> list[tuple[torch.Tensor, to
     poses = []
     for t in times:
         means, _, _, rot = pose_at(model, float(t))
-        poses.append((means, rot))
+        poses.append((means.detach(), rot.detach()))  # a static model's pose is its parameters themselves
     return poses
 
 
