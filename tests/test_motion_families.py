@@ -300,14 +300,34 @@ def test_orbit_camera_moves_smoothly_around_the_object(n):
     assert np.linalg.norm(np.diff(cr, axis=0), axis=1).mean() > 3.0 * step.mean()
 
 
-def test_orbit_scene_files_share_held_out_views(scenes):
-    """The written orbit scene has the moving camera for train and the random protocol's val/test/video."""
+def test_orbit_scene_files_held_out_views_inside_the_arc(scenes):
+    """The written orbit scene has the moving camera for train, val/test views inside the filmed arc (at the
+    random protocol's times), the random protocol's fixed video camera, and that camera inside the arc."""
     po, pr = scenes("limb", "orbit"), scenes("limb", "random")
     c, c2w = _centres(po, "train")
-    views = syn.train_cameras(_cfg("limb", "orbit"))
+    cfg = _cfg("limb", "orbit")
+    views = syn.train_cameras(cfg)
     assert all(np.allclose(opengl_c2w_to_viewmat(m), V, atol=1e-9) for m, V in zip(c2w, views))
+    assert (po / "transforms_video.json").read_text() == (pr / "transforms_video.json").read_text()
+
+    def azel(centres):
+        return (np.degrees(np.arctan2(centres[:, 1], centres[:, 0])),
+                np.degrees(np.arcsin(centres[:, 2] / np.linalg.norm(centres, axis=1))))
+
+    az_tr, _ = azel(c)
+    ref = az_tr[len(az_tr) // 2]                                            # unwrap around the arc's middle
+    wrap = lambda a: (a - ref + 180.0) % 360.0 - 180.0                      # noqa: E731
+    lo, hi = wrap(az_tr).min(), wrap(az_tr).max()
+    e_lo, e_hi = sorted(cfg.orbit_elevation_deg)
     for split in ("val", "test", "video"):
-        assert (po / f"transforms_{split}.json").read_text() == (pr / f"transforms_{split}.json").read_text()
+        cs, _ = _centres(po, split)
+        az, el = azel(cs)
+        assert np.all((wrap(az) >= lo - 1e-6) & (wrap(az) <= hi + 1e-6)), split
+        if split != "video":
+            assert np.all((el >= e_lo - 1e-6) & (el <= e_hi + 1e-6)), split
+            times = [f["time"] for f in json.loads((po / f"transforms_{split}.json").read_text())["frames"]]
+            want = [f["time"] for f in json.loads((pr / f"transforms_{split}.json").read_text())["frames"]]
+            assert times == want
     meta = json.loads((po / "meta.json").read_text())
     assert meta["train_camera"]["protocol"] == "orbit"
     assert "train_camera" not in json.loads((pr / "meta.json").read_text())

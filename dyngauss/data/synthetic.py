@@ -30,8 +30,9 @@ filter), alpha = coverage, transparent background. Depth/flow/validity are exact
 Cameras (monocular mode): ``train_camera="random"`` (default) gives each training frame t_i = i/(n_train-1) its
 own random camera on the sphere of radius ``camera_radius`` (the teleporting-camera protocol of D-NeRF);
 ``"orbit"`` films them with one smoothly moving camera (azimuth sweeping ``orbit_sweep_deg``, elevation easing
-across ``orbit_elevation_deg``: a phone walked around the object). Either way val/test are random held-out cameras
-at random times (the same ones under both protocols for a seed) and the ``video`` split is one fixed camera.
+across ``orbit_elevation_deg``: a phone walked around the object; the arc is centred on the video camera). val/test are held-out
+cameras at random times: anywhere on the sphere for ``random``, inside the filmed arc and elevation range for
+``orbit`` (a phone capture is evaluated on views of what it filmed); the ``video`` split is one fixed camera.
 ``train_depth=True`` also writes ``train/depth_XXX.npz`` (key ``depth``: float32 [H,W] camera z, +inf background).
 Keys added after the first generator (``OPTIONAL_DEFAULTS``) are left out of :meth:`SyntheticConfig.to_dict` at
 their defaults, so the default scene's hash, cache folder and files never change.
@@ -67,7 +68,10 @@ __all__ = ["SyntheticConfig", "generate", "ensure_scene", "config_hash", "scene_
            "deform_points", "object_bbox", "render_view", "raycast", "exact_flow", "train_cameras", "RestMesh",
            "MOTIONS", "TRAIN_CAMERAS", "OPTIONAL_DEFAULTS", "GENERATOR_VERSION", "COMPLETE_MARKER"]
 
-TRAIN_CAMERAS = ("random", "orbit")   # SyntheticConfig.train_camera
+TRAIN_CAMERAS = ("random", "orbit")
+# version of the orbit protocol's camera layout (in the hash of orbit scenes only, so the default scene's hash stays)
+# 2: the arc is centred on the video camera and val/test views lie inside the filmed arc
+ORBIT_PROTOCOL = 2   # SyntheticConfig.train_camera
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ OPTIONAL_DEFAULTS: dict = {"n_cameras": 0, "motion": "twist", "train_camera": "r
 
 
 def config_hash(cfg: SyntheticConfig) -> str:
-    blob = json.dumps({"generator_version": GENERATOR_VERSION, **cfg.to_dict()}, sort_keys=True)
+    extra = {"orbit_protocol": ORBIT_PROTOCOL} if cfg.train_camera == "orbit" else {}
+    blob = json.dumps({"generator_version": GENERATOR_VERSION, **extra, **cfg.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -403,11 +408,13 @@ def _random_cameras(rng: np.random.Generator, n: int, cfg: SyntheticConfig) -> l
 def _orbit_cameras(n: int, cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """The moving-video-camera protocol: frame i of n (s = i/(n-1)) is seen from azimuth a0 + dir * sweep * s and
     elevation e0 + (e1 - e0)(1 - cos(pi s))/2 on the sphere of radius camera_radius, looking at the origin (z
-    up); a0 uniform and dir = +-1 drawn from their own generator (seed, 13). Returns (viewmats, azimuths deg [n],
-    elevations deg [n])."""
+    up); dir = +-1 drawn from its own generator (seed, 13), a0 such that the arc is centred on the fixed video
+    camera's azimuth. Returns (viewmats, azimuths deg [n], elevations deg [n])."""
     rng = np.random.default_rng([int(cfg.seed), 13])
-    a0 = rng.uniform(0.0, 360.0)
+    rng.uniform(0.0, 360.0)                      # (the arc's start used to be drawn here)
     direction = 1.0 if rng.uniform() < 0.5 else -1.0
+    # the arc is centred on the fixed video camera, so the flow/track evaluation view lies inside what was filmed
+    a0 = cfg.video_azimuth_deg - direction * 0.5 * cfg.orbit_sweep_deg
     s = np.arange(n) / (n - 1)
     az = a0 + direction * cfg.orbit_sweep_deg * s
     e0, e1 = cfg.orbit_elevation_deg
@@ -415,6 +422,21 @@ def _orbit_cameras(n: int, cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.n
     views = [look_at_viewmat(_eye(math.radians(a), math.radians(e), cfg.camera_radius), (0, 0, 0), (0, 0, 1))
              for a, e in zip(az, el)]
     return views, az, el
+
+
+def _orbit_heldout_cameras(rng: np.random.Generator, n: int, cfg: SyntheticConfig) -> list[np.ndarray]:
+    """Held-out (val/test) cameras of the orbit protocol: n cameras at uniform random azimuths inside the filmed
+    arc and elevations inside ``orbit_elevation_deg``, looking at the origin. A phone capture is evaluated on views
+    of what it filmed (as the iPhone dataset's fixed test cameras): a view of the never-filmed side would measure
+    hallucination, not reconstruction."""
+    _, az, el = _orbit_cameras(max(cfg.n_train, 2), cfg)
+    lo_a, hi_a = float(az.min()), float(az.max())
+    lo_e, hi_e = sorted(cfg.orbit_elevation_deg)
+    out = []
+    for _ in range(n):
+        a, e = rng.uniform(lo_a, hi_a), rng.uniform(lo_e, hi_e)
+        out.append(look_at_viewmat(_eye(math.radians(a), math.radians(e), cfg.camera_radius), (0, 0, 0), (0, 0, 1)))
+    return out
 
 
 def train_cameras(cfg: SyntheticConfig, rng: np.random.Generator | None = None) -> list[np.ndarray]:
@@ -533,7 +555,10 @@ def _write_scene(root: Path, cfg: SyntheticConfig) -> None:
     for name, n in (("val", cfg.n_val), ("test", cfg.n_test)):
         if n > 0:
             ts = _random_times(rng, n, t_train)
-            splits[name] = (ts, _random_cameras(rng, n, cfg))
+            views = _random_cameras(rng, n, cfg)         # drawn either way: the splits' times stay the same
+            if cfg.train_camera == "orbit":
+                views = _orbit_heldout_cameras(np.random.default_rng([int(cfg.seed), 17, len(splits)]), n, cfg)
+            splits[name] = (ts, views)
     V_video = look_at_viewmat(_eye(math.radians(cfg.video_azimuth_deg), math.radians(cfg.video_elevation_deg),
                                    cfg.camera_radius), (0, 0, 0), (0, 0, 1))
     if cfg.n_video >= 2:
