@@ -128,6 +128,11 @@ def test_shipped_configs_keep_their_values(name):
                             "node_densify_stop", "node_densify_quantile", "max_nodes", "arap_robust_scale",
                             # built-in scene families / camera protocols (issue 20)
                             "synthetic_motion", "synthetic_train_camera", "synthetic_depth",
+                            # correspondence losses (issue 20)
+                            "depth_weight", "depth_kind", "depth_alpha_threshold", "photo_warp_weight",
+                            "photo_warp_every", "photo_warp_alpha_threshold", "photo_warp_occlusion",
+                            "photo_warp_depth_tol", "track_weight", "track_every", "track_max_span",
+                            "track_stride", "track_seed_every",
                             }, (sec, new_keys)  # keys added since: defaults
         for key in want[sec]:
             if (name, sec, key) not in _V1_EXEMPT:

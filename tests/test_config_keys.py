@@ -112,6 +112,8 @@ EVERYTHING_MLP = [
     "motion.rigidity_samples=64", "motion.rigidity_ramp=2", "motion.elastic_weight=0.01",
     "motion.elastic_samples=32", "motion.smooth_weight=0.1", "motion.smooth_samples=64",
     "motion.background_weight=0.1", "motion.background_samples=32",
+    "data.synthetic_depth=true", "motion.depth_weight=0.1", "motion.photo_warp_weight=0.5",
+    "motion.photo_warp_every=2", "motion.track_weight=0.5",
     "eval.lpips=false", "export.frames=2", "export.format=points",
 ]
 
@@ -119,7 +121,12 @@ EVERYTHING_NODES = [
     "deform.kind=nodes", "deform.num_nodes=16", "deform.width=16", "deform.depth=2", "deform.node_table=true",
     "deform.table_lr=2e-3", "deform.rebind_every=2", "deform.blend=lbs", "motion.arap_weight=1.0",
     "motion.rigidity_weight=0.1", "motion.rigidity_dt=0", "train.iters=5",
+    "deform.node_pos_lr=1e-3", "deform.rebind_move=0.1", "deform.node_spacing=0.05", "deform.node_densify_every=1",
+    "deform.node_densify_start=1", "deform.node_densify_stop=10", "deform.node_densify_quantile=0.8",
+    "deform.max_nodes=24", "deform.arap_robust_scale=0.5",
 ]
+
+EVERYTHING_TRACKING = ["deform.kind=tracking", "deform.rot_lr=2e-3", "motion.rigidity_weight=0.1", "train.iters=4"]
 
 
 def _nan_once(trainer_cls, monkeypatch, at_step: int) -> None:
@@ -166,6 +173,14 @@ def test_every_config_key_is_read(tmp_path, cache, monkeypatch):
     for _ in range(5):  # past the warm-up: nodes are sampled, bound, re-bound
         logs = trainer.train_step()
     assert "arap" in logs and trainer.deform.initialized
+    read_in.append((cfg, reads))
+
+    cfg = _tiny(tmp_path, cache, "tracking", EVERYTHING_TRACKING)
+    reads = track(cfg)
+    trainer = Trainer(cfg)
+    for _ in range(4):  # past the warm-up: the per-Gaussian tables are made and follow densification
+        logs = trainer.train_step()
+    assert "rigidity" in logs and trainer.deform.num_gaussians == len(trainer.gaussians)
     read_in.append((cfg, reads))
 
     unread = unread_keys(read_in)

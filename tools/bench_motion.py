@@ -12,7 +12,9 @@ family mean, in one table (printed, and written as JSON and Markdown).
 
 Scenes: ``FAMILY:CAMERA`` (FAMILY one of dyngauss.data.motion_families' families: twist, limb, blob,
 two_objects, spin; CAMERA ``random`` = one teleporting random camera per training frame, ``orbit`` = consecutive
-frames of a smoothly moving camera, like a phone) and ``twist-shared`` (the shared Blender scene, when present).
+frames of a smoothly moving camera, like a phone, ``camsN`` = N fixed synchronised cameras, camera 0 held out:
+the multi-view protocol of issue 21, not in the default set) and ``twist-shared`` (the shared Blender scene, when
+present). Built-in variant ``tracking`` is the per-Gaussian field (configs/tracking.yaml), meant for camsN.
 
 Protocols (the CPU protocol of issue 20):
   * built-in scenes: the main job's config (configs/default.yaml) at ``--resolution`` (default 96) for
@@ -56,6 +58,10 @@ BUILTIN_VARIANTS = {
     "none": ["deform.kind=none"],
     "mlp": ["deform.kind=mlp"],
     "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000"],   # configs/nodes.yaml on the main job
+    # configs/tracking.yaml on the main job (per-Gaussian SE(3) per frame; multi-camera scenes, camsN)
+    "tracking": ["deform.kind=tracking", "deform.lr=1e-2", "deform.lr_final=1e-4", "deform.rot_lr=1e-2",
+                 "motion.rigidity_weight=0.1", "motion.rotation_weight=0.1", "motion.isometry_weight=0.1",
+                 "motion.rigidity_dt=0.05"],
 }
 
 
@@ -97,20 +103,31 @@ def scene_protocol(scene: str, a: argparse.Namespace) -> tuple[str, list[str]]:
             "model.sh_degree=1", "deform.width=64", "deform.depth=4", "deform.time_freqs=4",
             "model.num_points=10000", "densify.refine_stop_iter=2000"]
     family, _, camera = scene.partition(":")
-    if family not in FAMILIES or camera not in CAMERAS:
+    n_cams = int(camera[4:]) if camera.startswith("cams") and camera[4:].isdigit() else 0
+    if family not in FAMILIES or (camera not in CAMERAS and n_cams < 2):
         raise ValueError(f"unknown scene {scene!r}: use FAMILY:CAMERA with FAMILY in {FAMILIES} and CAMERA in "
-                         f"{CAMERAS}, or twist-shared")
+                         f"{CAMERAS} or camsN (N >= 2 fixed synchronised cameras), or twist-shared")
+    cams = [f"data.synthetic_cameras={n_cams}"] if n_cams else [f"data.synthetic_train_camera={camera}"]
     return str(ROOT / "configs" / "default.yaml"), [
-        f"data.synthetic_motion={family}", f"data.synthetic_train_camera={camera}",
+        f"data.synthetic_motion={family}", *cams,
         f"data.synthetic_resolution={a.resolution}", f"data.synthetic_train_frames={a.frames}",
         f"train.iters={a.iters}"] + list(a.protocol)
+
+
+def _field_kind(overrides: list[str]) -> str:
+    """The deform.kind a list of overrides ends with (mlp, the default, when none is given)."""
+    kinds = [o.split("=", 1)[1] for o in overrides if o.startswith("deform.kind=")]
+    return kinds[-1] if kinds else "mlp"
 
 
 def make_jobs(a: argparse.Namespace, variants: dict[str, list[str]]) -> list[Job]:
     jobs = []
     for scene in a.scenes:
-        config, base = scene_protocol(scene, a)
+        config, protocol = scene_protocol(scene, a)
         for v in a.variants:
+            base = protocol
+            if _field_kind(variants[v]) not in ("mlp", "nodes"):   # the protocol's network-field keys do not apply
+                base = [o for o in protocol if not o.startswith("deform.")]
             for seed in a.seeds:
                 over = base + variants[v] + [f"train.seed={seed}", "train.progress=false", "export.enabled=false",
                                              "eval.save_renders=false", "train.save_every=0",

@@ -2,7 +2,8 @@
 kind (deform/config.py) builds its field."""
 from .base import DeformField, IdentityField, Motion, apply_motion
 from .config import (FIELD_CONFIGS, FieldConfig, MLPFieldConfig, NetworkFieldConfig, NodeFieldConfig,
-                     StaticFieldConfig, field_config)
+                     StaticFieldConfig, TrackingFieldConfig, field_config)
 
 __all__ = ["DeformField", "IdentityField", "Motion", "apply_motion", "FIELD_CONFIGS", "FieldConfig",
-           "MLPFieldConfig", "NetworkFieldConfig", "NodeFieldConfig", "StaticFieldConfig", "field_config"]
+           "MLPFieldConfig", "NetworkFieldConfig", "NodeFieldConfig", "StaticFieldConfig", "TrackingFieldConfig",
+           "field_config"]

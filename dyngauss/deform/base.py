@@ -52,6 +52,13 @@ class DeformField(nn.Module):
     def forward(self, means: torch.Tensor, t: float | torch.Tensor, frame: int | None = None) -> Motion:  # noqa: D401
         raise NotImplementedError
 
+    def motion_of(self, means: torch.Tensor, t: float | torch.Tensor, frame: int | None = None,
+                  rows: torch.Tensor | None = None) -> Motion:
+        """The motion of the Gaussians `rows` [A] (int64) of the canonical Gaussians means [N,3] (all of them when
+        None). Default: the field at means[rows]. Fields with per-Gaussian state (deform.kind=tracking) look
+        their rows up, which is why callers that want a subset pass the whole set and the rows."""
+        return self(means if rows is None else means[rows], t, frame)
+
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups (name, params, lr); default: all parameters at `lr`."""
         params = [p for p in self.parameters() if p.requires_grad]

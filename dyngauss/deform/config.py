@@ -9,6 +9,8 @@ kind's keys are valid next to it (dyngauss/config.py enforces this when loading 
   backward (posed -> canonical) field.
 * :class:`MLPFieldConfig` (`kind: mlp`): a dense SE(3) field (Nerfies / HyperNeRF).
 * :class:`NodeFieldConfig` (`kind: nodes`): sparse control nodes with skinning (DynamicFusion / SC-GS).
+* :class:`TrackingFieldConfig` (`kind: tracking`): a rigid motion per Gaussian per training frame
+  (Dynamic3DGaussians), for multi-view captures.
 
 Every config has `build(num_frames, frame_times) -> DeformField` and `build_backward(...)` (the inverse field,
 or None). The defaults are the main job's (configs/default.yaml is the default Config). Every key carries its
@@ -171,8 +173,28 @@ class NodeFieldConfig(NetworkFieldConfig):
     table_lr: Annotated[float, LR_OR_SAME] = 0.0    # 0 = lr
     # also re-bind Gaussians to nodes every this many steps; 0 = only when they change
     rebind_every: Annotated[int, Range(ge=0, hint="0 = only when the Gaussians change")] = 0
+    # --- SC-GS extensions (deform/nodes.py); lengths are in scene radii or node radii, never world units
+    # learning rate of the node positions in scene radii (Adam group lr = this x scene radius); 0 = fixed nodes
+    node_pos_lr: Annotated[float, LR] = 0.0
+    # re-bind Gaussians to their nearest nodes once a node moved more than this fraction of its radius
+    rebind_move: Annotated[float, Range(gt=0, hint="a fraction of the node radius")] = 0.25
+    # nodes at least this far apart (scene radii): fewer than num_nodes when the Gaussians' extent is small
+    node_spacing: Annotated[float, Range(ge=0, hint="0 = exactly num_nodes")] = 0.0
+    # SC-GS adaptive node control every this many deformation steps in [start, stop): add nodes at high-error
+    # Gaussians far from any node, drop nodes no Gaussian is bound to
+    node_densify_every: Annotated[int, Range(ge=0, hint="0 = off")] = 0
+    node_densify_start: Annotated[int, Range(ge=0)] = 500   # deformation steps (after the warm-up)
+    node_densify_stop: Annotated[int, Range(ge=0)] = 3000
+    # Gaussians whose error is above this quantile are candidates for new nodes
+    node_densify_quantile: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    max_nodes: Annotated[int, Range(ge=0, hint="0 = 2 x num_nodes")] = 0
+    # ARAP with a Geman-McClure kernel of this scale (x the edge's node radius); 0 = plain L2 (DynamicFusion)
+    arap_robust_scale: Annotated[float, Range(ge=0, hint="0 = plain L2")] = 0.0
 
     KIND: ClassVar[str] = "nodes"
+    RULES: ClassVar[tuple[Rule, ...]] = NetworkFieldConfig.RULES + (
+        Rule("node_densify_start", "<", "node_densify_stop", when=("node_densify_every", ">", 0),
+             why="an empty adaptive-control window"),)
 
     def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
         from .nodes import NodeDeformField
@@ -180,10 +202,41 @@ class NodeFieldConfig(NetworkFieldConfig):
         return NodeDeformField(self, num_frames, frame_times)
 
 
+@dataclass
+class TrackingFieldConfig(FieldConfig):
+    """`deform.kind=tracking`: per-Gaussian, per-frame rotation and offset tables
+    (:class:`~dyngauss.deform.tracking.TrackingField`; Dynamic3DGaussians, trained on all frames jointly). For
+    captures where every time is seen by several cameras: a monocular frame constrains its table rows from one
+    view only. The trainer decays both groups by the same factor from `lr` to `lr_final`. No backward field:
+    motion.cycle_weight, elastic_weight and background_weight must be 0 with it (Config.RULES)."""
+
+    kind: Annotated[str, OneOf("tracking")] = "tracking"
+    # Adam rate of the centre offsets, in scene radii (the scene's radius is 1, whatever the world's units). A
+    # frame's rows are updated only on the steps that render it: rates 10x a network's (configs/tracking.yaml)
+    lr: Annotated[float, LR] = 1e-2
+    lr_final: Annotated[float, LR] = 1e-4           # exponential decay target at the end of training
+    rot_lr: Annotated[float, LR_OR_SAME] = 0.0      # Adam rate of the rotation vectors (radians); 0 = lr
+
+    KIND: ClassVar[str] = "tracking"
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        """The field for `num_frames` training frames at `frame_times`. Raises ValueError without a frame
+        count."""
+        from .tracking import TrackingField
+
+        if not num_frames:
+            raise ValueError("deform.kind=tracking needs the number of training frames (from the data)")
+        if frame_times is not None and len(frame_times) != num_frames:
+            frame_times = None
+        mult = 1.0 if self.rot_lr <= 0 or self.lr <= 0 else self.rot_lr / self.lr
+        return TrackingField(int(num_frames), frame_times, rot_lr_mult=mult)
+
+
 FIELD_CONFIGS: dict[str, type[FieldConfig]] = {
     StaticFieldConfig.KIND: StaticFieldConfig,
     MLPFieldConfig.KIND: MLPFieldConfig,
     NodeFieldConfig.KIND: NodeFieldConfig,
+    TrackingFieldConfig.KIND: TrackingFieldConfig,
 }
 
 

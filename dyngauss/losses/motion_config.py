@@ -1,4 +1,5 @@
-"""Weights and schedules of the motion losses (flow, cycle, rigidity, elastic, background, smoothness).
+"""Weights and schedules of the motion losses (flow, depth, photometric warp, 2D tracks, cycle, rigidity,
+elastic, background, smoothness).
 
 Every weight 0 turns its loss off (the trainer should then skip computing it). Steps given to
 :func:`weight_at` are counted from the start of the deformation (after the static warm-up), so a decay
@@ -78,6 +79,36 @@ class MotionLossConfig:
     flow_max_angle_deg: Annotated[float, ANGLE] = 30.0
     flow_max_dt: Annotated[float, TIME_SPAN] = 0.1        # pair selection: time difference at most this
     flow_pairs_per_frame: Annotated[int, SIZE] = 2
+    # (flow_max_angle_deg, flow_max_dt and flow_pairs_per_frame also choose the photometric-warp neighbours and
+    # the frame chains of the 2D tracks)
+
+    # --- depth supervision (losses/depth.py): rendered expected depth vs the training frames' depth maps
+    #     (data/depth.py: <split>/depth_XXX.npz or depth/<frame>.npz); a weight > 0 on data without depth is an
+    #     error at the start of training. Error in units of the scene radius
+    depth_weight: Annotated[float, WEIGHT] = 0.0
+    depth_kind: Annotated[str, OneOf("l1", "charbonnier")] = "l1"
+    depth_alpha_threshold: Annotated[float, THRESHOLD] = 0.5  # only pixels with rendered alpha above this
+
+    # --- temporal photometric consistency (losses/photo_warp.py, NSFF's L_pho): the rendered Gaussian flow from
+    #     a training frame to a neighbour frame (chosen like the flow prior's pairs) warps the neighbour's image
+    #     into the frame; L1 against the frame's image. Needs no optical flow
+    photo_warp_weight: Annotated[float, WEIGHT] = 0.0
+    photo_warp_every: Annotated[int, EVERY] = 1           # on every n-th deformation step (same weight)
+    photo_warp_alpha_threshold: Annotated[float, THRESHOLD] = 0.5  # only pixels with rendered alpha above this
+    # occlusion test: "depth" drops pixels whose surface is hidden in the neighbour frame (its depth rendered
+    # there is nearer by more than photo_warp_depth_tol; one more forward render per step), "none" keeps all
+    photo_warp_occlusion: Annotated[str, OneOf("depth", "none")] = "depth"
+    photo_warp_depth_tol: Annotated[float, Range(gt=0, hint="units of the scene radius")] = 0.1
+
+    # --- long-range 2D tracks (data/tracks2d.py, losses/tracks.py): DIS flow (the flow_* settings above) chained
+    #     along time-consecutive frames that qualify as flow pairs (a video-like sequence), forward-backward
+    #     checked; the rendered Gaussian flow from a frame to another frame of its chain, read at the tracked
+    #     points, against the tracks (error like the flow prior's: flow_kind, flow_alpha_threshold, image units)
+    track_weight: Annotated[float, WEIGHT] = 0.0
+    track_every: Annotated[int, EVERY] = 1                # on every n-th deformation step (same weight)
+    track_max_span: Annotated[int, SIZE] = 8              # the other frame at most this many chain steps away
+    track_stride: Annotated[int, SIZE] = 4                # seed grid spacing, pixels
+    track_seed_every: Annotated[int, SIZE] = 8            # new seeds every this many frames of a chain
 
     # --- cycle consistency (losses/cycle.py); needs a backward field for the canonical cycle
     cycle_weight: Annotated[float, WEIGHT] = 0.0          # on: ~1 with cycle_kind=l2sq (scene units, squared)
@@ -127,7 +158,8 @@ class MotionLossConfig:
     def any_enabled(self) -> bool:
         return any(getattr(self, k) != 0.0 for k in
                    ("flow_weight", "cycle_weight", "arap_weight", "rigidity_weight", "rotation_weight",
-                    "isometry_weight", "elastic_weight", "background_weight", "smooth_weight"))
+                    "isometry_weight", "elastic_weight", "background_weight", "smooth_weight", "depth_weight",
+                    "photo_warp_weight", "track_weight"))
 
     def rigidity_scale_at(self, step: int) -> float:
         """Factor in [0,1] on the rigidity/rotation/isometry weights at `step` (deformation steps)."""

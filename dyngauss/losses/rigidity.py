@@ -2,7 +2,8 @@
 
 - :func:`arap_node_loss`: DynamicFusion's embedded-deformation regulariser E_reg between neighbouring nodes
   of a node graph: node j's transform applied to node k's position must agree with node k's own transform,
-  sum over edges w_jk || R_j (g_k - g_j) + g_j + t_j - (g_k + t_k) ||^2.
+  sum over edges w_jk || R_j (g_k - g_j) + g_j + t_j - (g_k + t_k) ||^2, optionally through a Geman-McClure
+  kernel (:func:`geman_mcclure`) so that joints between rigid parts are not smoothed over.
 - Dynamic3DGaussians' regularisers between each Gaussian i and its K nearest neighbours j (neighbours found
   once on the canonical means, :func:`knn_neighbors`), between two states a and b (a = canonical or time t,
   b = time t'), with weights w_ij = exp(-lam |mu_j - mu_i|^2):
@@ -22,7 +23,8 @@ import torch
 from ..geometry.knn import knn_self
 from ..geometry.quaternion import quat_conjugate, quat_multiply, quat_normalize, quat_rotate
 
-__all__ = ["knn_neighbors", "arap_node_loss", "local_rigidity_loss", "rotation_similarity_loss", "isometry_loss"]
+__all__ = ["knn_neighbors", "geman_mcclure", "arap_node_loss", "local_rigidity_loss", "rotation_similarity_loss",
+           "isometry_loss"]
 
 
 @torch.no_grad()
@@ -64,9 +66,34 @@ def _rows(n: int, idx: torch.Tensor, weights: torch.Tensor | None, anchors: torc
     return anchors, idx[anchors], None if weights is None else weights[anchors]
 
 
+def geman_mcclure(sq: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Geman-McClure kernel of squared residuals sq [...] (>= 0) with scale s (float or broadcastable tensor, > 0,
+    same length unit as the residual): rho = s^2 sq / (sq + s^2).
+
+    rho = sq - sq^2 / s^2 + O(sq^3) for sq << s^2 (plain L2 for small residuals: d rho / d sq -> 1), and rho -> s^2
+    (saturated, gradient s^4 / (sq + s^2)^2 -> 0) for sq >> s^2. Geman & McClure 1987; as a robust ARAP term cf.
+    Black & Rangarajan 1996 (the kernel is the minimum over a per-edge weight w in [0, 1] of
+    w sq + s^2 (sqrt(w) - 1)^2, i.e. an edge rigidity weight optimised in closed form)."""
+    s2 = torch.as_tensor(scale, dtype=sq.dtype, device=sq.device) ** 2
+    return s2 * sq / (sq + s2)
+
+
 def arap_node_loss(node_pos: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, edges: torch.Tensor,
-                   weights: torch.Tensor | None = None, convention: str = "world") -> torch.Tensor:
+                   weights: torch.Tensor | None = None, convention: str = "world",
+                   robust_scale: torch.Tensor | float | None = None) -> torch.Tensor:
     """DynamicFusion E_reg (as-rigid-as-possible between graph neighbours); scalar.
+
+    Robust variant (`robust_scale`): each edge's squared residual e goes through the Geman-McClure kernel
+    s^2 e / (e + s^2) (:func:`geman_mcclure`). Why a robust kernel and not learned per-edge rigidity weights:
+    an edge across a joint of a piecewise-rigid motion (two bones) has a large residual that plain L2 keeps
+    pulling on (it smooths the joint into a bend); the kernel stops pulling once the residual passes s, while
+    leaving small residuals (noise inside a rigid part) at plain L2. By Black & Rangarajan's line-process
+    duality the kernel *is* a per-edge weight w in [0, 1] optimised in closed form, w = (s^2 / (e + s^2))^2 —
+    so it gives what learned edge weights would, without the E extra parameters that every re-binding and
+    node densification of the graph would have to remap, and without the extra prior that stops learned weights
+    from collapsing to 0 (the trivial minimiser). Geman-McClure rather than Welsch: its tail falls as 1/e, not
+    exponentially, so a residual well past s still has some pull early in training, when everything is far
+    off. Values and gradients for residuals well below s equal the plain term's.
 
     Args:
         node_pos [M,3]: canonical node positions g.
@@ -75,8 +102,11 @@ def arap_node_loss(node_pos: torch.Tensor, rot: torch.Tensor, trans: torch.Tenso
             R_j (x - g_j) + g_j + t_j, i.e. t_j is the node's displacement.
         edges [E,2] int (j, k): include both directions for a symmetric term.
         weights [E] or None: edge weights (e.g. from ``field.node_graph()``).
+        robust_scale: None or 0 (plain L2), a float, or per-edge [E] (e.g. ``field.arap_scale(edges)``): the
+            Geman-McClure scale s in the units of node_pos (entries <= 0 leave their edge at plain L2).
     Returns the weighted mean over edges of || R_j (g_k - g_j) + g_j + t_j - (g_k + t_k) ||^2 (written for
-    the chosen convention; in "world" form || R_j g_k + T_j - (R_k g_k + T_k) ||^2)."""
+    the chosen convention; in "world" form || R_j g_k + T_j - (R_k g_k + T_k) ||^2), each through the kernel
+    when robust. Raises ValueError for an unknown convention or a per-edge scale of another length than edges."""
     if edges.numel() == 0:
         return (trans * 0.0).sum()
     j, k = edges[:, 0].long(), edges[:, 1].long()
@@ -88,7 +118,14 @@ def arap_node_loss(node_pos: torch.Tensor, rot: torch.Tensor, trans: torch.Tenso
         r = quat_rotate(qj, gk - gj) + gj + trans[j] - (gk + trans[k])
     else:
         raise ValueError(f"unknown convention {convention!r}; use world or node")
-    return _reduce((r * r).sum(-1), weights)
+    sq = (r * r).sum(-1)
+    if robust_scale is not None:
+        s = torch.as_tensor(robust_scale, dtype=sq.dtype, device=sq.device)
+        if s.dim() > 0 and s.shape != sq.shape:
+            raise ValueError(f"robust_scale has shape {tuple(s.shape)} for {sq.shape[0]} edges")
+        robust = s > 0
+        sq = torch.where(robust, geman_mcclure(sq, torch.where(robust, s, torch.ones_like(s))), sq)
+    return _reduce(sq, weights)
 
 
 def local_rigidity_loss(means_a: torch.Tensor, rots_a: torch.Tensor, means_b: torch.Tensor,

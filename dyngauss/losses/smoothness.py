@@ -27,15 +27,17 @@ def acceleration_loss(x_prev: torch.Tensor, x_t: torch.Tensor, x_next: torch.Ten
     return (w * e).sum() / w.sum().clamp_min(1e-12)
 
 
-def field_trajectory_points(field, means: torch.Tensor, t: float, dt: float
+def field_trajectory_points(field, means: torch.Tensor, t: float, dt: float, rows: torch.Tensor | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Canonical means [N,3] posed at (t - dt, t, t + dt) by a DeformField (times clamped into [0, 1] by
-    shifting the triple, so the spacing stays equal). No per-frame index is passed: the field must
-    interpolate between frames."""
+    """Canonical means [N,3] (or their rows `rows` [A]) posed at (t - dt, t, t + dt) by a DeformField (times
+    clamped into [0, 1] by shifting the triple, so the spacing stays equal). No per-frame index is passed: the
+    field must interpolate between frames. `rows` goes through the field's ``motion_of`` (fields with
+    per-Gaussian state need the whole set and the rows)."""
     tc = min(max(float(t), dt), 1.0 - dt) if dt < 0.5 else 0.5
+    x = means if rows is None else means[rows]
 
     def at(s: float) -> torch.Tensor:
-        m = field(means, s)
-        return quat_rotate(quat_normalize(m.rot), means) + m.trans
+        m = field(means, s) if rows is None else field.motion_of(means, s, None, rows)
+        return quat_rotate(quat_normalize(m.rot), x) + m.trans
 
     return at(tc - dt), at(tc), at(tc + dt)

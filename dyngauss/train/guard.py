@@ -107,8 +107,9 @@ def first_violation(names: list[str], changes: torch.Tensor, bounds: list[float]
 
 
 _FIELD_LR_KEYS = {"deform.nodes.radii": "deform.node_lr", "deform.nodes.table": "deform.table_lr",
+                  "deform.nodes.pos": "deform.node_pos_lr",
                   "deform.mlp.ambient": "deform.ambient_lr", "deform.mlp.latent": "deform.latent_lr",
-                  "deform.nodes.latent": "deform.latent_lr"}
+                  "deform.nodes.latent": "deform.latent_lr", "deform.tracking.rot": "deform.rot_lr"}
 
 
 def lr_key(group: str) -> str:
@@ -150,7 +151,8 @@ class StepGuard:
 
     @torch.no_grad()
     def keep(self, optimizers: Iterable[torch.optim.Optimizer]) -> None:
-        """Copy every parameter of `optimizers` and its optimizer state (before their ``step()``)."""
+        """Copy every parameter of `optimizers` that has a gradient, and its optimizer state (before their
+        ``step()``)."""
         self._params, self._before, self._names, self._limits = [], [], [], []
         self._copies, self._states = [], []
         n = 0
@@ -158,6 +160,8 @@ class StepGuard:
             for group in opt.param_groups:
                 name = str(group.get("name", "params"))
                 for p in group["params"]:
+                    if p.grad is None:  # torch's optimizers leave it and its state alone (e.g. the tables of the
+                        continue        # frames a step did not render, deform.kind=tracking): nothing to keep
                     state = opt.state.get(p)
                     self._states.append((opt, p, dict(state) if state else None))
                     live = [p.data] + ([v for v in state.values() if isinstance(v, torch.Tensor)] if state else [])

@@ -81,6 +81,12 @@ class MotionTerms:
             self._setup_flow(cache_dir, log)
         if cfg.background_weight > 0:
             self._setup_background(log)
+        self.correspondence = None  # depth maps and the photometric warp (train/correspondence.py)
+        if cfg.depth_weight > 0 or cfg.photo_warp_weight > 0 or cfg.track_weight > 0:
+            from .correspondence import CorrespondenceTerms
+
+            self.correspondence = CorrespondenceTerms(cfg, scene, self.streams, self.frame_index, self.unit, log,
+                                                      cache_dir=cache_dir)
 
     # ---- setup -------------------------------------------------------------------------------
     def _setup_flow(self, cache_dir: Path, log) -> None:
@@ -148,6 +154,15 @@ class MotionTerms:
         m_dst = model.pose(t_dst, self.frame_index(t_dst)).means
         return gaussian_flow_2d(posed_means_src, cams[prior.src], m_dst, dst)
 
+    def prepare(self, idx: int, step: int, model, posed_means: torch.Tensor,
+                features: torch.Tensor | None) -> tuple[torch.Tensor | None, str]:
+        """Before rendering training frame `idx` at deformation step `step`: (the render's feature channels —
+        `features` (the flow prior's, from :meth:`flow_target`, or None) followed by the photometric warp's —,
+        its render mode: "RGB+ED" when the depth loss needs the expected depth). See train/correspondence.py."""
+        if self.correspondence is None:
+            return features, "RGB"
+        return self.correspondence.prepare(idx, step, model, posed_means, features)
+
     def _neighbour_terms(self, gaussians, deform, t: float, motion: Motion, posed_means: torch.Tensor
                          ) -> dict[str, torch.Tensor]:
         """Dynamic3DGaussians' rigidity / rotation / isometry (weighted) for sampled anchor Gaussians.
@@ -174,7 +189,7 @@ class MotionTerms:
             if w is not None:
                 w_l = torch.zeros(sub.numel(), w.shape[1], dtype=w.dtype, device=dev)
                 w_l[local[rows]] = w[rows]
-            m2 = deform(means[sub], t2, self.frame_index(t2))
+            m2 = deform.motion_of(means, t2, self.frame_index(t2), rows=sub)  # a tracking field looks rows up
             means_b = apply_motion(means[sub], gaussians.quats[sub], gaussians.log_scales[sub], m2)[0]
             means_a, rot_a, rot_b = posed_means[sub], quat_normalize(motion.rot[sub]), quat_normalize(m2.rot)
             anchors, idx, w = local[rows], idx_l, w_l
@@ -217,7 +232,7 @@ class MotionTerms:
 
             w = c.flow_weight_at(s)
             if w > 0:
-                flow = normalize_flow(out.features[0], out.alpha[0])
+                flow = normalize_flow(out.features[0][..., :2], out.alpha[0])  # the prior's channels come first
                 terms["flow"] = w * flow_loss(flow, prior.flow.to(dev), prior.valid.to(dev), out.alpha[0],
                                               c.flow_alpha_threshold, c.flow_kind)
         if c.cycle_weight and backward is not None:
@@ -243,8 +258,9 @@ class MotionTerms:
 
             nm = deform.node_motion(t, frame)
             g = deform.node_graph()
+            scale = deform.arap_scale(g.edges) if hasattr(deform, "arap_scale") else None  # robust ARAP
             terms["arap"] = c.arap_weight * arap_node_loss(deform.node_pos, nm.rot, nm.trans, g.edges,
-                                                           g.weights) / self.unit ** 2
+                                                           g.weights, robust_scale=scale) / self.unit ** 2
         ramp = c.rigidity_scale_at(s)
         if (c.rigidity_weight or c.rotation_weight or c.isometry_weight) and self.nbr_idx is not None \
                 and self.nbr_idx.shape[0] == n and ramp > 0:
@@ -260,9 +276,10 @@ class MotionTerms:
             from ..losses.smoothness import acceleration_loss, field_trajectory_points
 
             a = self._anchors(n, c.smooth_samples, dev)
-            pts = means if a is None else means[a]
             terms["smooth"] = c.smooth_weight * acceleration_loss(
-                *field_trajectory_points(deform, pts, t, c.smooth_dt)) / self.unit ** 2
+                *field_trajectory_points(deform, means, t, c.smooth_dt, rows=a)) / self.unit ** 2
         if c.background_weight and self.static_points is not None:
             terms["background"] = c.background_weight * self._background_term(deform, t, frame, dev)
+        if self.correspondence is not None:
+            terms.update(self.correspondence.losses(s, out))
         return terms

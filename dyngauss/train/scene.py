@@ -45,6 +45,8 @@ class SceneData:
     _splits: dict = field(default_factory=dict)
     eval_split: str | None = None
     eval_note: str = ""
+    _depth: object = field(default=None, repr=False)
+    _depth_read: bool = field(default=False, repr=False)
 
     def split(self, name: str):
         if name == "train":
@@ -54,6 +56,19 @@ class SceneData:
 
             self._splits[name] = load_split(self.path, name, **split_options(self.cfg.data))
         return self._splits[name]
+
+    @property
+    def train_depth(self):
+        """Depth maps of the training frames (:class:`~dyngauss.data.depth.FrameDepths`: camera z-depth [F,H,W]
+        at the training image size, +inf where unknown; layouts in dyngauss/data/depth.py), None when no training
+        frame has one. Read on first use (the depth loss reads it before the first step); DatasetError naming the
+        file for a bad map."""
+        if not self._depth_read:
+            from ..data.depth import load_split_depths
+
+            self._depth = load_split_depths(self.train, self.path)
+            self._depth_read = True
+        return self._depth
 
     @property
     def world_center(self) -> torch.Tensor:

@@ -20,11 +20,12 @@ import torch
 __all__ = ["RandomStreams"]
 
 _NUMPY = ("frames", "priors")
-_TORCH = ("background", "anchors", "init", "densify")
+_TORCH = ("background", "anchors", "init", "densify", "warp", "tracks")  # new ones last: the others keep seeds
 
 
 class RandomStreams:
-    """Named generators: numpy ``frames``/``priors``, torch (CPU) ``background``/``anchors``/``init``/``densify``."""
+    """Named generators: numpy ``frames``/``priors``, torch (CPU) ``background``/``anchors``/``init``/``densify``/
+    ``warp``/``tracks`` (the photometric-warp neighbours, the 2D tracks' other frames)."""
 
     def __init__(self, seed: int):
         children = np.random.SeedSequence(int(seed)).spawn(len(_NUMPY) + len(_TORCH))

@@ -338,7 +338,11 @@ class Trainer:
         prior = self.terms.pick_prior(idx, step - cfg.train.warmup_iters) if (self.terms is not None and active) \
             else None
         features = self.terms.flow_target(prior, self.model, means) if prior is not None else None
+        mode = "RGB"  # the depth loss asks for expected depth, the photometric warp adds feature channels
+        if self.terms is not None and active:
+            features, mode = self.terms.prepare(idx, step - cfg.train.warmup_iters, self.model, means, features)
         out = self.model.render(cam, t, posed=posed, background=bg, features=features, backend=self.backend,
+                                render_mode=mode,
                                 sh_degree=self.gaussians.sh_degree_at(step, cfg.model.sh_degree_interval))
         img = out.rgb[0]
         loss = photometric_loss(img, gt, cfg.loss.l1_weight, cfg.loss.ssim_weight)
@@ -470,6 +474,7 @@ class Trainer:
         if reason is not None:
             return self._unhealthy_step(step, reason, logs)
         self._nan_streak = 0
+        self._adapt_nodes(step)  # before _zero_grad: may read this step's gradient of the means
         self._zero_grad()
         self._decay_lrs(step)
         if self.strategy:
@@ -523,6 +528,26 @@ class Trainer:
                 ", ".join(m.name for m in moved) + "."
         return text
 
+    def _adapt_nodes(self, step: int) -> None:
+        """SC-GS adaptive control of a node field's nodes when due (deform.node_densify_*; deform/nodes.py): new
+        nodes where the Gaussians' error is high and no node is close, nodes with no bound Gaussian dropped; the
+        deformation optimizer's state follows (remap_optimizer_state). The error per Gaussian is gsplat's
+        accumulated 2D mean gradient (grad2d / count since its last refinement) when densification keeps one,
+        else the norm of this step's gradient of the canonical means."""
+        d = self.deform
+        if not (hasattr(d, "node_densify_due") and d.node_densify_due(step - self.cfg.train.warmup_iters)):
+            return
+        means = self.gaussians.means
+        n, err = means.shape[0], None
+        grad2d, count = self.strategy_state.get("grad2d"), self.strategy_state.get("count")
+        if grad2d is not None and count is not None and grad2d.shape[0] == n and bool((count > 0).any()):
+            err = grad2d / count.clamp_min(1)
+        elif means.grad is not None:
+            err = means.grad.detach().norm(dim=-1)
+        info = d.densify_nodes(means.detach(), err)
+        if self.deform_optimizer is not None:
+            d.remap_optimizer_state(self.deform_optimizer, info)
+
     def _deform_lr(self) -> float:
         k = max(0, self.step - self.cfg.train.warmup_iters)
         return self.cfg.deform.lr * self.deform_gamma ** k
@@ -539,9 +564,15 @@ class Trainer:
         n0 = len(self.gaussians)
         cap = self.cfg.densify.max_gaussians
         self.strategy.grow_grad2d = float("inf") if cap and n0 >= cap else self._grow_grad2d
+        remaps = hasattr(self.deform, "remap_gaussians")  # per-Gaussian field state (deform.kind=tracking)
+        if remaps:  # gsplat clones / splits / prunes every tensor of its state with the Gaussians: a column of
+            self.strategy_state["parents"] = torch.arange(n0, device=self.gaussians.means.device)  # indices
         with self.streams.global_cpu("densify"):  # its random split samples: a stream of their own
             self.strategy.step_post_backward(self.gaussians.params, self.optimizers, self.strategy_state, step,
                                              info, packed=info.get("gaussian_ids") is not None)
+        parents = self.strategy_state.pop("parents", None)  # new Gaussian i came from old Gaussian parents[i]
+        if remaps and not torch.equal(parents, torch.arange(n0, device=parents.device)):
+            self.deform.remap_gaussians(parents, self.deform_optimizer)
         if len(self.gaussians) != n0 or (step + 1) % self.cfg.densify.refine_every == 0:
             self.deform.on_gaussians_changed(self.gaussians.means.detach())
             if self.terms is not None:
