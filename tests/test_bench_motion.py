@@ -95,3 +95,15 @@ def test_quick_run_end_to_end(tmp_path):
     assert b.main(["--quick", "--scenes", "limb:random", "--variants", "mlp", "--out", str(out),
                    "--cache-dir", str(tmp_path / "cache"), "--jobs", "1"]) == 0
     assert log.stat().st_mtime_ns == stamp
+
+
+def test_bad_override_is_refused_before_any_training(tmp_path, capsys):
+    b = _bench()
+    for argv in (["--variant", "x=foo.bar=1", "--variants", "x"], ["--extra", "data.synthetic_motion=octopus"],
+                 ["--resolution", "0"]):
+        with pytest.raises(SystemExit) as e:
+            b.main(["--scenes", "limb:random", "--out", str(tmp_path), *argv])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "limb:random" in err and ("foo" in err or "octopus" in err or "resolution" in err)
+    assert not (tmp_path / "runs").exists()

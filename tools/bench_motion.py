@@ -137,6 +137,20 @@ def make_jobs(a: argparse.Namespace, variants: dict[str, list[str]]) -> list[Job
     return jobs
 
 
+def check_jobs(jobs: list[Job]) -> str:
+    """Load every job's config (no work done): the first config error as one line naming the scene and
+    variant, "" when all are valid, so a typo in --variant / --protocol / --extra stops before any training."""
+    sys.path.insert(0, str(ROOT))
+    from dyngauss.config import ConfigError, load_config
+
+    for j in jobs:
+        try:
+            load_config(j.config, [o for o in j.overrides if not o.startswith("out=")])
+        except (ConfigError, ValueError, OSError) as e:
+            return f"{j.scene} {j.variant}: {e}"
+    return ""
+
+
 def run_job(job: Job, fresh: bool, cache_dir: str | None) -> Job:
     """Train `job` in a subprocess (one thread) unless its metrics with the same spec exist."""
     out = Path(job.out)
@@ -287,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--jobs must be >= 1")
 
     jobs = make_jobs(a, variants)
+    bad = check_jobs(jobs)
+    if bad:
+        ap.error(bad)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(jobs)} trainings, {a.jobs} at a time -> {out}", flush=True)
