@@ -17,6 +17,7 @@ from dyngauss.data import synthetic as syn
 from dyngauss.data.camera import opengl_c2w_to_viewmat
 from dyngauss.data.dnerf import load_dnerf, load_tracks, load_video_gt
 from dyngauss.data.synthetic import SyntheticConfig, config_hash, generate
+from test_synthetic import _bilinear  # bilinear sampling at pixel centres, clamped at the border
 
 FAMILIES = ["twist", "limb", "blob", "two_objects", "spin"]
 PROTOCOLS = ["random", "orbit"]
@@ -41,20 +42,6 @@ def scenes(tmp_path_factory) -> dict:
         return made[motion, camera]
 
     return get
-
-
-def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Sample img [H,W,...] at pixel coordinates uv [N,2] (centres at +0.5)."""
-    H, W = img.shape[:2]
-    x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    out = 0.0
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            v = img[np.clip(y0 + dy, 0, H - 1), np.clip(x0 + dx, 0, W - 1)]
-            out = out + (wx * wy).reshape(-1, *([1] * (v.ndim - 1))) * v
-    return out
 
 
 def _corners(img: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -13,29 +13,18 @@ from dyngauss.losses.rigidity import arap_node_loss, geman_mcclure
 from dyngauss.geometry.quaternion import quat_identity
 from dyngauss.geometry.so3 import so3_exp_quat
 from dyngauss.train.trainer import Trainer
+from test_deform import _one_thread  # noqa: F401 - autouse fixture: one thread for these small problems
+from test_deform import _points as deform_points, _randomize as randomize_heads
 
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _points(n=600, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 3, generator=g) * 2 - 1).to(dtype)
+    return deform_points(n, seed, dtype)
 
 
 def _randomize(field: torch.nn.Module, std: float = 0.2, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in field.named_parameters():
-            if "head" in name or "node_table" in name:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    randomize_heads(field, std, seed)
 
 
 def _field(**kw) -> NodeDeformField:

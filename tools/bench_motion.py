@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -182,12 +183,11 @@ def run_job(job: Job, fresh: bool, cache_dir: str | None) -> Job:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of the finite values; NaN, NaN when none."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return m, sd
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def summarise(jobs: list[Job], scenes: list[str], variants: list[str]) -> dict:
