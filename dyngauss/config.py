@@ -179,6 +179,13 @@ class LossConfig:
 class TrainConfig:
     iters: Annotated[int, POSITIVE_INT] = 5000
     warmup_iters: Annotated[int, NON_NEGATIVE] = 300   # static (no deformation) warm-up
+    # temporal curriculum (train/time_window.py): during the warm-up only frames with |t - canonical_time| <=
+    # time_window train (half-width, t in [0, 1]; 1 = every frame, off), so the canonical Gaussians are the scene
+    # near that time instead of a blur of all times; the window then widens linearly to every frame over
+    # time_window_steps steps after the warm-up (0 = at once)
+    time_window: Annotated[float, Range(gt=0, le=1, hint="1 = every frame (off)")] = 1.0
+    time_window_steps: Annotated[int, NON_NEGATIVE] = 0
+    canonical_time: Annotated[float, Range(ge=0, le=1)] = 0.5
     # cameras per step (the global batch, split over the ranks of a torchrun launch); losses are averaged over it,
     # so gradients keep their scale and Adam's steps their size: train.iters counts steps (B images each) and the
     # learning-rate decays run per step; optim.batch_lr_scaling=sqrt takes bigger steps to cover B x fewer of them
@@ -243,8 +250,9 @@ class Config:
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule("export.sh_degree", ">=", "model.sh_degree", when=("export.sh_degree", "!=", -1),
              why="export pads SH with zeros and never truncates; -1 = the model's own degree"),
-    ) + tuple(Rule(f"motion.{k}_weight", "==", 0, when=("deform.kind", "==", "tracking"),
-                   why=f"deform.kind=tracking moves only its own Gaussians, one table row each: {what}")
+    ) + tuple(Rule(f"motion.{k}_weight", "==", 0, when=("deform.kind", "==", kind),
+                   why=f"deform.kind={kind} moves only its own Gaussians, one {row} each: {what}")
+              for kind, row in (("tracking", "table row"), ("bases", "row of blend weights"))
               for k, what in (("cycle", "it has no backward field"),
                               ("elastic", "its motion does not depend on position (no Jacobian to regularise)"),
                               ("background", "static points are no Gaussians of its tables")))
@@ -321,13 +329,15 @@ def _field_names(cls: type) -> set[str]:
 
 
 def _switch_kind(obj: Any, kinds: dict[str, type], kind: str) -> Any:
-    """A `kind` instance of a union section carrying over the values of the keys it shares with `obj`."""
+    """A `kind` instance of a union section carrying over the values of the keys it shares with `obj` that were
+    set away from `obj`'s kind's defaults (a key left at the old kind's default takes the new kind's: the mlp's
+    lr 1e-3 does not become the tracking field's)."""
     new = kinds[kind]()
     if type(new) is type(obj):
         return obj
-    values = dataclasses.asdict(obj)
+    values, defaults = dataclasses.asdict(obj), dataclasses.asdict(type(obj)())
     for name in _field_names(type(new)) - {"kind"}:
-        if name in values:
+        if name in values and values[name] != defaults.get(name, object()):
             setattr(new, name, copy.deepcopy(values[name]))
     return new
 
@@ -510,7 +520,7 @@ def resolve_device(spec: str):
 
 
 def apply_override(cfg: Config, override: str) -> None:
-    """Apply one `dotted.key=value` override to `cfg` in place (a new `deform.kind` keeps the shared keys).
+    """Apply one `dotted.key=value` override to `cfg` in place (a new `deform.kind` keeps the shared keys that were set).
     Raises ConfigError (leaving `cfg` as it was) when the key is unknown or the resulting config is invalid."""
     before = copy.deepcopy(cfg)
     try:

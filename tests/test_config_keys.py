@@ -127,6 +127,8 @@ EVERYTHING_NODES = [
 ]
 
 EVERYTHING_TRACKING = ["deform.kind=tracking", "deform.rot_lr=2e-3", "motion.rigidity_weight=0.1", "train.iters=4"]
+EVERYTHING_BASES = ["deform.kind=bases", "deform.num_bases=4", "deform.time_freqs=3", "deform.lr=2e-3",
+                    "deform.lr_final=1e-4", "deform.weight_lr=5e-3", "motion.rigidity_weight=0.1", "train.iters=4"]
 
 
 def _nan_once(trainer_cls, monkeypatch, at_step: int) -> None:
@@ -179,6 +181,14 @@ def test_every_config_key_is_read(tmp_path, cache, monkeypatch):
     reads = track(cfg)
     trainer = Trainer(cfg)
     for _ in range(4):  # past the warm-up: the per-Gaussian tables are made and follow densification
+        logs = trainer.train_step()
+    assert "rigidity" in logs and trainer.deform.num_gaussians == len(trainer.gaussians)
+    read_in.append((cfg, reads))
+
+    cfg = _tiny(tmp_path, cache, "bases", EVERYTHING_BASES)
+    reads = track(cfg)
+    trainer = Trainer(cfg)
+    for _ in range(4):  # past the warm-up: the blend weights are made and follow densification
         logs = trainer.train_step()
     assert "rigidity" in logs and trainer.deform.num_gaussians == len(trainer.gaussians)
     read_in.append((cfg, reads))

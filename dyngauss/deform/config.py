@@ -11,6 +11,7 @@ kind's keys are valid next to it (dyngauss/config.py enforces this when loading 
 * :class:`NodeFieldConfig` (`kind: nodes`): sparse control nodes with skinning (DynamicFusion / SC-GS).
 * :class:`TrackingFieldConfig` (`kind: tracking`): a rigid motion per Gaussian per training frame
   (Dynamic3DGaussians), for multi-view captures.
+* :class:`BasesFieldConfig` (`kind: bases`): K shared rigid trajectories blended per Gaussian (Shape of Motion).
 
 Every config has `build(num_frames, frame_times) -> DeformField` and `build_backward(...)` (the inverse field,
 or None). The defaults are the main job's (configs/default.yaml is the default Config). Every key carries its
@@ -232,11 +233,38 @@ class TrackingFieldConfig(FieldConfig):
         return TrackingField(int(num_frames), frame_times, rot_lr_mult=mult)
 
 
+@dataclass
+class BasesFieldConfig(FieldConfig):
+    """`deform.kind=bases`: K rigid trajectories shared by all Gaussians, blended per Gaussian by learned weights
+    (:class:`~dyngauss.deform.bases.BasesField`; Shape of Motion). Each trajectory is a cosine series in t of a
+    rotation vector and a translation (scene radii). The trainer decays both groups by the same factor from `lr`
+    to `lr_final`. No backward field: motion.cycle_weight, elastic_weight and background_weight must be 0 with it
+    (Config.RULES)."""
+
+    kind: Annotated[str, OneOf("bases")] = "bases"
+    num_bases: Annotated[int, Range(ge=1, le=256)] = 16  # K (Shape of Motion: 10-20)
+    # cosine terms cos(pi j t), j < time_freqs, per trajectory coordinate; more = faster motion representable
+    time_freqs: Annotated[int, Range(ge=1, le=64)] = 8
+    lr: Annotated[float, LR] = 3e-3                 # Adam rate of the series coefficients (radians / scene radii)
+    lr_final: Annotated[float, LR] = 3e-5           # exponential decay target at the end of training
+    weight_lr: Annotated[float, LR_OR_SAME] = 1e-2  # Adam rate of the per-Gaussian blend logits; 0 = lr
+
+    KIND: ClassVar[str] = "bases"
+
+    def build(self, num_frames: int | None = None, frame_times: Sequence[float] | None = None) -> DeformField:
+        """The field (continuous in t: the training frames play no role)."""
+        from .bases import BasesField
+
+        mult = 1.0 if self.weight_lr <= 0 or self.lr <= 0 else self.weight_lr / self.lr
+        return BasesField(self.num_bases, self.time_freqs, weight_lr_mult=mult)
+
+
 FIELD_CONFIGS: dict[str, type[FieldConfig]] = {
     StaticFieldConfig.KIND: StaticFieldConfig,
     MLPFieldConfig.KIND: MLPFieldConfig,
     NodeFieldConfig.KIND: NodeFieldConfig,
     TrackingFieldConfig.KIND: TrackingFieldConfig,
+    BasesFieldConfig.KIND: BasesFieldConfig,
 }
 
 

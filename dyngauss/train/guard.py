@@ -109,7 +109,8 @@ def first_violation(names: list[str], changes: torch.Tensor, bounds: list[float]
 _FIELD_LR_KEYS = {"deform.nodes.radii": "deform.node_lr", "deform.nodes.table": "deform.table_lr",
                   "deform.nodes.pos": "deform.node_pos_lr",
                   "deform.mlp.ambient": "deform.ambient_lr", "deform.mlp.latent": "deform.latent_lr",
-                  "deform.nodes.latent": "deform.latent_lr", "deform.tracking.rot": "deform.rot_lr"}
+                  "deform.nodes.latent": "deform.latent_lr", "deform.tracking.rot": "deform.rot_lr",
+                  "deform.bases.weights": "deform.weight_lr"}
 
 
 def lr_key(group: str) -> str:

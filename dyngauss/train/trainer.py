@@ -27,6 +27,7 @@ from .distributed import Dist, shard
 from .optim import build_deform_optimizer, build_gaussian_optimizers, decay_gamma
 from .resume import dataset_identity, restore_schedule
 from .scene import SceneData, load_scene, set_world_frame
+from .time_window import frames_in_window, window_half_width
 from .signals import Interrupted, StopSignals, TrainingInterrupted, resume_command, signal_name
 
 
@@ -296,7 +297,23 @@ class Trainer:
         return self.cfg.deform.kind != "none" and step >= self.cfg.train.warmup_iters
 
     def sample_frame(self) -> int:
-        return self.streams.integer("frames", len(self.cameras))
+        """A training frame drawn uniformly ("frames" stream) among those the time window allows at this step
+        (train/time_window.py; every frame when train.time_window is 1)."""
+        pool = self._window_pool(self.step)
+        if pool is None:
+            return self.streams.integer("frames", len(self.cameras))
+        return pool[self.streams.integer("frames", len(pool))]
+
+    def _window_pool(self, step: int) -> list[int] | None:
+        tc = self.cfg.train
+        w = window_half_width(step, tc.warmup_iters, tc.time_window, tc.time_window_steps)
+        if w >= 1.0:
+            return None
+        key = (round(w, 9),)
+        if getattr(self, "_pool_key", None) != key:
+            self._pool_key = key
+            self._pool = frames_in_window([float(c.time) for c in self.cameras], tc.canonical_time, w)
+        return self._pool
 
     def sample_batch(self) -> tuple[list[int], list[torch.Tensor | None]]:
         """The global batch of a step: train.batch_size frames (train.batch_sampling=frames: drawn with replacement,
