@@ -11,7 +11,7 @@ def test_depth_weight_on_builtin_scene_without_depth_names_the_fix(tmp_path, cap
     before the scene is generated (the cache folder stays empty)."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("DYNGAUSS_CACHE", str(cache))
-    rc = train_main(["motion.depth_weight=0.5", f"data.cache_dir={cache}", f"out={tmp_path / 'run'}", *TINY])
+    rc = train_main(["motion.depth_weight=0.5", "motion.depth_missing=error", f"data.cache_dir={cache}", f"out={tmp_path / 'run'}", *TINY])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("config error: motion.depth_weight=0.5")

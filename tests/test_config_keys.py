@@ -128,7 +128,9 @@ EVERYTHING_NODES = [
 
 EVERYTHING_TRACKING = ["deform.kind=tracking", "deform.rot_lr=2e-3", "motion.rigidity_weight=0.1", "train.iters=4"]
 EVERYTHING_BASES = ["deform.kind=bases", "deform.num_bases=4", "deform.time_freqs=3", "deform.lr=2e-3",
-                    "deform.lr_final=1e-4", "deform.weight_lr=5e-3", "motion.rigidity_weight=0.1", "train.iters=4"]
+                    "deform.lr_final=1e-4", "deform.weight_lr=5e-3", "motion.rigidity_weight=0.1", "train.iters=4",
+                    "train.time_window=0.3", "train.time_window_steps=2", "train.canonical_time=0.4",
+                    "motion.depth_weight=0.1", "motion.depth_missing=skip"]
 
 
 def _nan_once(trainer_cls, monkeypatch, at_step: int) -> None:

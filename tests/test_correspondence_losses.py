@@ -195,7 +195,25 @@ def test_depth_weight_without_depth_is_a_config_error(tiny_scene, tmp_path):
 
     folder, _ = tiny_scene
     with pytest.raises(ConfigError, match=r"motion\.depth_weight=0\.1 needs depth maps.*has none"):
-        Trainer(_cfg(folder, tmp_path / "d", "motion.depth_weight=0.1"))
+        Trainer(_cfg(folder, tmp_path / "d", "motion.depth_weight=0.1", "motion.depth_missing=error"))
+
+
+def test_depth_missing_skip_trains_without_the_term(tiny_scene, tmp_path):
+    """motion.depth_missing=skip: no depth maps -> no depth term (and no motion terms at all when it was the
+    only one), the same steps as a run without a depth weight."""
+    from dyngauss.train.trainer import Trainer
+
+    folder, _ = tiny_scene
+    base = ["motion.depth_missing=skip"]
+    a = Trainer(_cfg(folder, tmp_path / "a", "motion.depth_weight=0.5", *base))
+    b = Trainer(_cfg(folder, tmp_path / "b", "motion.depth_weight=0", *base))
+    assert a.terms is None and b.terms is None
+    for _ in range(4):
+        la, lb = a.train_step(), b.train_step()
+        assert "depth" not in la and float(la["loss"]) == float(lb["loss"])
+    c = Trainer(_cfg(folder, tmp_path / "c", "motion.depth_weight=0.5", "motion.rigidity_weight=0.1", *base))
+    assert c.terms is not None and c.terms.correspondence is None
+    assert "depth" not in c.train_step()
 
 
 # ------------------------------------------------------------------------------------------ warp

@@ -84,8 +84,11 @@ class MotionLossConfig:
 
     # --- depth supervision (losses/depth.py): rendered expected depth vs the training frames' depth maps
     #     (data/depth.py: <split>/depth_XXX.npz or depth/<frame>.npz); a weight > 0 on data without depth is an
-    #     error at the start of training. Error in units of the scene radius
+    #     error at the start of training unless depth_missing=skip. Error in units of the scene radius
     depth_weight: Annotated[float, WEIGHT] = 0.0
+    # a depth weight > 0 on training data without depth maps: "error" stops before any work, "skip" trains
+    # without the depth term (one log line)
+    depth_missing: Annotated[str, OneOf("error", "skip")] = "error"
     depth_kind: Annotated[str, OneOf("l1", "charbonnier")] = "l1"
     depth_alpha_threshold: Annotated[float, THRESHOLD] = 0.5  # only pixels with rendered alpha above this
 
@@ -155,11 +158,14 @@ class MotionLossConfig:
     smooth_dt: Annotated[float, SMOOTH_DT] = 0.02
     smooth_samples: Annotated[int, SAMPLES] = 4096
 
-    def any_enabled(self) -> bool:
-        return any(getattr(self, k) != 0.0 for k in
-                   ("flow_weight", "cycle_weight", "arap_weight", "rigidity_weight", "rotation_weight",
-                    "isometry_weight", "elastic_weight", "background_weight", "smooth_weight", "depth_weight",
-                    "photo_warp_weight", "track_weight"))
+    def any_enabled(self, depth_available: bool = True) -> bool:
+        """Whether any motion term has a weight; the depth term counts unless the data has no depth maps
+        (`depth_available` False) and depth_missing is "skip"."""
+        depth = self.depth_weight != 0.0 and (depth_available or self.depth_missing == "error")
+        return depth or any(getattr(self, k) != 0.0 for k in
+                            ("flow_weight", "cycle_weight", "arap_weight", "rigidity_weight", "rotation_weight",
+                             "isometry_weight", "elastic_weight", "background_weight", "smooth_weight",
+                             "photo_warp_weight", "track_weight"))
 
     def rigidity_scale_at(self, step: int) -> float:
         """Factor in [0,1] on the rigidity/rotation/isometry weights at `step` (deformation steps)."""

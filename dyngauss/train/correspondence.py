@@ -36,7 +36,8 @@ class _Pending:
 
 class CorrespondenceTerms:
     """Depth, photometric-warp and 2D-track losses of one run. Raises ConfigError at construction when
-    ``motion.depth_weight > 0`` and no training frame has a depth map."""
+    ``motion.depth_weight > 0`` and no training frame has a depth map, unless ``motion.depth_missing=skip`` (then
+    the depth term is off and `active` tells whether any term is left)."""
 
     def __init__(self, cfg: MotionLossConfig, scene, streams: RandomStreams,
                  frame_index: Callable[[float], int | None], unit: float, log=print, cache_dir=None):
@@ -49,6 +50,7 @@ class CorrespondenceTerms:
         self._pending: _Pending | None = None
         if cfg.depth_weight > 0:
             self._setup_depth(log)
+        self.active = self.depths is not None or cfg.photo_warp_weight > 0 or cfg.track_weight > 0
         if cfg.photo_warp_weight > 0:
             self._setup_warp(log)
         if cfg.track_weight > 0:
@@ -59,11 +61,14 @@ class CorrespondenceTerms:
         from ..config import ConfigError
 
         depths = getattr(self.scene, "train_depth", None)
+        if (depths is None or depths.count == 0) and self.cfg.depth_missing == "skip":
+            log("depth loss off: the training frames have no depth maps (motion.depth_missing=skip)")
+            return
         if depths is None or depths.count == 0:
             raise ConfigError(f"motion.depth_weight={self.cfg.depth_weight:g} needs depth maps of the training "
                               f"frames, and the dataset {self.scene.path} has none (expected train/depth_<n>.npz "
                               "beside train/r_<n>.png, or depth/<frame>.npz, key 'depth': camera z-depth, +inf "
-                              "on the background; dyngauss/data/depth.py). Set motion.depth_weight=0 or add them")
+                              "on the background; dyngauss/data/depth.py). Set motion.depth_weight=0 (or motion.depth_missing=skip) or add them")
         self.depths = depths
         n = len(self.scene.train.cameras)
         log(f"depth loss: {depths.count} of {n} training frames have a depth map")

@@ -87,6 +87,8 @@ class MotionTerms:
 
             self.correspondence = CorrespondenceTerms(cfg, scene, self.streams, self.frame_index, self.unit, log,
                                                       cache_dir=cache_dir)
+            if not self.correspondence.active:  # only a depth term, and no depth maps (motion.depth_missing=skip)
+                self.correspondence = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _setup_flow(self, cache_dir: Path, log) -> None:

@@ -71,6 +71,12 @@ class SceneData:
         return self._depth
 
     @property
+    def has_train_depth(self) -> bool:
+        """Whether some training frame has a depth map (reads them: :attr:`train_depth`)."""
+        d = self.train_depth
+        return d is not None and d.count > 0
+
+    @property
     def world_center(self) -> torch.Tensor:
         return scene_frame(self.train)[0]
 
@@ -196,15 +202,17 @@ def check_motion_ground_truth(path: Path) -> None:
 def load_scene(cfg: Config) -> SceneData:
     """Load the training split and check/load every other input of the run (module docstring). Raises
     DatasetError naming the file for any problem; warns (DatasetWarning) when the evaluation split changes. Raises
-    ConfigError before any work when motion.depth_weight > 0 on the built-in scene without data.synthetic_depth."""
+    ConfigError before any work when motion.depth_weight > 0 on the built-in scene without data.synthetic_depth
+    (and motion.depth_missing=error)."""
     from ..config import ConfigError
     from ..data.dnerf import DatasetWarning
     from ..data.loaders import load_split, resolve_dataset, split_options
 
-    if not cfg.data.path and cfg.motion.depth_weight > 0 and not cfg.data.synthetic_depth:
+    if not cfg.data.path and cfg.motion.depth_weight > 0 and not cfg.data.synthetic_depth \
+            and cfg.motion.depth_missing == "error":
         raise ConfigError(f"motion.depth_weight={cfg.motion.depth_weight:g} needs depth maps of the training "
                           "frames, and the built-in scene (data.path=\"\") has them only with "
-                          "data.synthetic_depth=true: set it, or motion.depth_weight=0")
+                          "data.synthetic_depth=true: set it, or motion.depth_weight=0 (or motion.depth_missing=skip)")
     path = resolve_dataset(cfg.data)
     train = load_split(path, "train", **split_options(cfg.data))
     times = sorted({round(float(t), 8) for t in train.times.tolist()})

@@ -211,7 +211,8 @@ class Trainer:
         self._grow_grad2d = cfg.densify.grow_grad2d
         self.terms = MotionTerms(cfg.motion, self.scene, self.run_dir / "flow_cache", streams=self.streams,
                                  frame_index=self.model.frame_index) \
-            if cfg.motion.any_enabled() else None
+            if cfg.motion.any_enabled(depth_available=cfg.motion.depth_weight == 0 or self.scene.has_train_depth) \
+            else None
 
     def _batch_lr_factor(self, scaling: str) -> float:
         """The Gaussians' learning-rate factor for train.batch_size B: sqrt(B) for "sqrt" (gsplat's simple_trainer
