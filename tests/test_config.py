@@ -132,7 +132,9 @@ def test_shipped_configs_keep_their_values(name):
                             "depth_weight", "depth_kind", "depth_alpha_threshold", "photo_warp_weight",
                             "photo_warp_every", "photo_warp_alpha_threshold", "photo_warp_occlusion",
                             "photo_warp_depth_tol", "track_weight", "track_every", "track_max_span",
-                            "track_stride", "track_seed_every",
+                            "track_stride", "track_seed_every", "depth_missing",
+                            # temporal curriculum (issue 20)
+                            "time_window", "time_window_steps", "canonical_time",
                             }, (sec, new_keys)  # keys added since: defaults
         for key in want[sec]:
             if (name, sec, key) not in _V1_EXEMPT:

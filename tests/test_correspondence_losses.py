@@ -186,7 +186,8 @@ def _cfg(scene, out, *extra):
                               "model.num_points=300", "densify.refine_start_iter=2", "densify.refine_every=3",
                               "densify.refine_stop_iter=100", "train.progress=false", "train.save_every=0",
                               "deform.kind=mlp", "deform.width=32", "deform.depth=2", "model.sh_degree=1",
-                              "motion.flow_max_angle_deg=180", "motion.flow_max_dt=1.0", *extra])
+                              "motion.flow_max_angle_deg=180", "motion.flow_max_dt=1.0",
+                              "train.time_window=1", *extra])  # every frame from the first step
 
 
 def test_depth_weight_without_depth_is_a_config_error(tiny_scene, tmp_path):

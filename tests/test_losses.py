@@ -147,7 +147,11 @@ def test_weight_schedule():
     assert weight_at(1.0, -5, 100) == 1.0
     cfg = MotionLossConfig(flow_weight=2.0, flow_decay_steps=10)
     assert math.isclose(cfg.flow_weight_at(10), 0.2, rel_tol=1e-9)
-    assert not MotionLossConfig().any_enabled() and cfg.any_enabled()
+    # the default depth weight acts only where the data has depth maps (motion.depth_missing=skip)
+    assert not MotionLossConfig().any_enabled(depth_available=False) and cfg.any_enabled()
+    assert MotionLossConfig().any_enabled(depth_available=True)
+    assert MotionLossConfig(depth_missing="error").any_enabled(depth_available=False)  # to raise the error
+    assert not MotionLossConfig(depth_weight=0.0).any_enabled()
 
 
 def test_ramp_schedule():

@@ -77,7 +77,7 @@ def test_trainer_draws_inside_the_window(tmp_path, cache):
 def test_off_draws_exactly_as_before(tmp_path, cache):
     from dyngauss.train.trainer import Trainer
 
-    tr = Trainer(_cfg(tmp_path, cache, []))
+    tr = Trainer(_cfg(tmp_path, cache, ["train.time_window=1"]))
     seq = []
     for s in range(40):
         tr.step = s
