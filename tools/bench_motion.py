@@ -23,7 +23,9 @@ Protocols (the CPU protocol of issue 20):
     steps, SH degree 1, a 64 x 4 field with time PE 4, 10k initial points.
 
 Variants are sets of config overrides applied on top of the protocol: the built-in ``none`` (static baseline),
-``mlp`` (the default dense field) and ``nodes`` (configs/nodes.yaml's node field), plus any given with
+``mlp`` (the default dense field, with the defaults' temporal curriculum and depth term), ``nodes``
+(configs/nodes.yaml's node field), ``mlp-old`` (the defaults before the curriculum and the depth term: the
+baseline of docs/benchmark.md) and ``bases`` (motion bases), plus any given with
 ``--variant NAME=key=value,key=value``. A run whose ``metrics.json`` exists with the same job spec is reused, so
 an interrupted benchmark continues where it stopped (``--fresh`` re-runs everything).
 
@@ -59,6 +61,9 @@ BUILTIN_VARIANTS = {
     "none": ["deform.kind=none"],
     "mlp": ["deform.kind=mlp"],
     "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000"],   # configs/nodes.yaml on the main job
+    # the defaults before the temporal curriculum and the depth term (the baseline of docs/benchmark.md)
+    "mlp-old": ["deform.kind=mlp", "train.time_window=1", "motion.depth_weight=0"],
+    "bases": ["deform.kind=bases"],                               # Shape of Motion's motion bases
     # configs/tracking.yaml on the main job (per-Gaussian SE(3) per frame; multi-camera scenes, camsN)
     "tracking": ["deform.kind=tracking", "deform.lr=1e-2", "deform.lr_final=1e-4", "deform.rot_lr=1e-2",
                  "motion.rigidity_weight=0.1", "motion.rotation_weight=0.1", "motion.isometry_weight=0.1",
