@@ -521,7 +521,8 @@ def resolve_device(spec: str):
 
 
 def apply_override(cfg: Config, override: str) -> None:
-    """Apply one `dotted.key=value` override to `cfg` in place (a new `deform.kind` keeps the shared keys that were set).
+    """Apply one `dotted.key=value` override to `cfg` in place (a new `deform.kind` keeps the shared keys that were
+    set).
     Raises ConfigError (leaving `cfg` as it was) when the key is unknown or the resulting config is invalid."""
     before = copy.deepcopy(cfg)
     try:

@@ -68,7 +68,8 @@ class CorrespondenceTerms:
             raise ConfigError(f"motion.depth_weight={self.cfg.depth_weight:g} needs depth maps of the training "
                               f"frames, and the dataset {self.scene.path} has none (expected train/depth_<n>.npz "
                               "beside train/r_<n>.png, or depth/<frame>.npz, key 'depth': camera z-depth, +inf "
-                              "on the background; dyngauss/data/depth.py). Set motion.depth_weight=0 (or motion.depth_missing=skip) or add them")
+                              "on the background; dyngauss/data/depth.py). Set motion.depth_weight=0 (or "
+                              "motion.depth_missing=skip) or add them")
         self.depths = depths
         n = len(self.scene.train.cameras)
         log(f"depth loss: {depths.count} of {n} training frames have a depth map")

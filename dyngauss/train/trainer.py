@@ -122,6 +122,8 @@ class Trainer:
         self.last_checkpoint: Path | None = None  # the file the last save() wrote
         self.backend = resolve_backend(cfg.render.backend, self.device)
         self.step = 0
+        self._pool_key: tuple | None = None   # the time window's frame pool, cached per half-width
+        self._pool: list[int] | None = None
         self.train_seconds = 0.0
         self.nan_skips_total = 0
         self._nan_streak = 0
@@ -311,7 +313,7 @@ class Trainer:
         if w >= 1.0:
             return None
         key = (round(w, 9),)
-        if getattr(self, "_pool_key", None) != key:
+        if self._pool_key != key:
             self._pool_key = key
             self._pool = frames_in_window([float(c.time) for c in self.cameras], tc.canonical_time, w)
         return self._pool
