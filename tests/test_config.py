@@ -126,6 +126,7 @@ def test_shipped_configs_keep_their_values(name):
                             # node field, SC-GS (issue 20)
                             "node_pos_lr", "rebind_move", "node_spacing", "node_densify_every", "node_densify_start",
                             "node_densify_stop", "node_densify_quantile", "max_nodes", "arap_robust_scale",
+                            "node_pivot",
                             # built-in scene families / camera protocols (issue 20)
                             "synthetic_motion", "synthetic_train_camera", "synthetic_depth",
                             # correspondence losses (issue 20)

@@ -123,7 +123,7 @@ EVERYTHING_NODES = [
     "motion.rigidity_weight=0.1", "motion.rigidity_dt=0", "train.iters=5",
     "deform.node_pos_lr=1e-3", "deform.rebind_move=0.1", "deform.node_spacing=0.05", "deform.node_densify_every=1",
     "deform.node_densify_start=1", "deform.node_densify_stop=10", "deform.node_densify_quantile=0.8",
-    "deform.max_nodes=24", "deform.arap_robust_scale=0.5",
+    "deform.max_nodes=24", "deform.arap_robust_scale=0.5", "deform.node_pivot=center",
 ]
 
 EVERYTHING_TRACKING = ["deform.kind=tracking", "deform.rot_lr=2e-3", "motion.rigidity_weight=0.1", "train.iters=4"]

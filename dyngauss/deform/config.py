@@ -170,6 +170,9 @@ class NodeFieldConfig(NetworkFieldConfig):
     graph_knn: Annotated[int, SIZE] = 8             # node neighbours in node_graph() (ARAP)
     radius_mult: Annotated[float, Range(gt=0)] = 1.0  # initial node radius = this x mean distance to knn nodes
     node_lr: Annotated[float, LR] = 1e-3            # learning rate of the node log-radii
+    # the point a node's screw turns about: the node (DynamicFusion / SC-GS) or the scene's centre (as the dense
+    # field's Nerfies screw, screw_frame=world): a large rotation of a whole object is then one screw at every node
+    node_pivot: Annotated[str, OneOf("node", "center")] = "node"
     node_table: bool = False          # add a per-frame table of node screws to the MLP output
     table_lr: Annotated[float, LR_OR_SAME] = 0.0    # 0 = lr
     # also re-bind Gaussians to nodes every this many steps; 0 = only when they change

@@ -16,7 +16,8 @@
   steps, and once a node moved more than `rebind_move` x its radius since the last binding (checked in
   :meth:`set_step`).
 * Node motion at time t: a small MLP on (PE(node position), time code) outputs a screw axis per node acting
-  about the node (x' = R_j (x - n_j) + n_j + t_j; positions, R_j and t_j in the scene's frame, deform/shared.py),
+  about the node (x' = R_j (x - n_j) + n_j + t_j; positions, R_j and t_j in the scene's frame, deform/shared.py;
+  `node_pivot="center"`: about the scene's centre c instead, x' = R_j (x - c) + c + t_j),
   zero-initialised (identity); optionally plus a per-frame
   table of screws (`node_table`, interpolated in t between frames). The encodings, time code, MLP, heads and
   coarse-to-fine schedule are the ones of the dense field (:class:`~dyngauss.deform.shared.NetworkField`);
@@ -114,6 +115,7 @@ class NodeDeformField(NetworkField):
         if cfg.node_table and not self._num_frames:
             raise ValueError("deform.node_table needs the number of frames (deform.num_frames or the data)")
         self.num_nodes_target, self.k, self.blend = int(cfg.num_nodes), int(cfg.knn), cfg.blend
+        self.node_pivot = cfg.node_pivot
         self.graph_knn, self.radius_mult = int(cfg.graph_knn), float(cfg.radius_mult)
         self.rebind_every = int(cfg.rebind_every)
         self.node_lr_mult = cfg.lr_mult(cfg.node_lr)
@@ -313,8 +315,17 @@ class NodeDeformField(NetworkField):
         s, _ = self.node_screws(t, frame)
         q, p = se3_exp(s)
         q = self.rotation_from_unit(q)
-        pos = self.node_pos.to(s.dtype)
+        pos = self._pivots(s.dtype)
         return NodeMotion(q, pos + self.vector_from_unit(p) - quat_rotate(q, pos))
+
+    def _pivots(self, dtype) -> torch.Tensor:
+        """The point each node's screw turns about [M,3] (world units): the node itself (node_pivot="node",
+        DynamicFusion / SC-GS) or the scene's centre (node_pivot="center", as the dense field's Nerfies screw: a
+        rigid motion of the whole scene is then the same screw at every node)."""
+        pos = self.node_pos.to(dtype)
+        if self.node_pivot == "center":
+            return self.world_center.to(device=pos.device, dtype=dtype).expand_as(pos)
+        return pos
 
     def forward(self, means: torch.Tensor, t, frame=None) -> Motion:
         if not self.initialized or means.shape[0] == 0:
@@ -325,7 +336,7 @@ class NodeDeformField(NetworkField):
         s, ds = self.node_screws(t, frame)
         q, p = se3_exp(s.to(means.dtype))  # in the scene's frame (shared.py)
         q = self.rotation_from_unit(q)
-        pos = self.node_pos.to(means.dtype)
+        pos = self._pivots(means.dtype)
         node_t = pos + self.vector_from_unit(p) - quat_rotate(q, pos)
         w = self.binding_weights(means)
         rot, trans = skin(means, self.bind_idx, w, q, node_t, self.blend)
