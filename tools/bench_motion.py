@@ -60,7 +60,8 @@ METRICS = (("psnr", "PSNR dB", 1.0), ("flow_epe_px", "flow EPE px", 1.0),
 BUILTIN_VARIANTS = {
     "none": ["deform.kind=none"],
     "mlp": ["deform.kind=mlp"],
-    "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000"],   # configs/nodes.yaml on the main job
+    # configs/nodes.yaml on the main job
+    "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000", "deform.node_pivot=center"],
     # the defaults before the temporal curriculum and the depth term (the baseline of docs/benchmark.md)
     "mlp-old": ["deform.kind=mlp", "train.time_window=1", "motion.depth_weight=0"],
     "bases": ["deform.kind=bases"],                               # Shape of Motion's motion bases

@@ -170,8 +170,11 @@ class NodeFieldConfig(NetworkFieldConfig):
     graph_knn: Annotated[int, SIZE] = 8             # node neighbours in node_graph() (ARAP)
     radius_mult: Annotated[float, Range(gt=0)] = 1.0  # initial node radius = this x mean distance to knn nodes
     node_lr: Annotated[float, LR] = 1e-3            # learning rate of the node log-radii
-    # the point a node's screw turns about: the node (DynamicFusion / SC-GS) or the scene's centre (as the dense
-    # field's Nerfies screw, screw_frame=world): a large rotation of a whole object is then one screw at every node
+    # the point a node's screw turns about: the scene's centre (as the dense field's Nerfies screw,
+    # screw_frame=world: a large rotation of a whole object is then one screw at every node) or the node itself
+    # (DynamicFusion / SC-GS). center: strided track error 8.55 -> 5.25%, +1.2 dB on the motion benchmark's ten
+    # scenes (docs/benchmark.md); configs/nodes.yaml sets it. The default stays "node": what checkpoints written
+    # before the key existed were trained with
     node_pivot: Annotated[str, OneOf("node", "center")] = "node"
     node_table: bool = False          # add a per-frame table of node screws to the MLP output
     table_lr: Annotated[float, LR_OR_SAME] = 0.0    # 0 = lr
