@@ -24,3 +24,9 @@ def _default_cache(tmp_path_factory):
     if "DYNGAUSS_CACHE" not in os.environ:
         os.environ["DYNGAUSS_CACHE"] = str(tmp_path_factory.mktemp("dyngauss_cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One cache of generated built-in scenes per test module (data.cache_dir=...)."""
+    return tmp_path_factory.mktemp("cache")

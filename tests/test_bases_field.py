@@ -15,6 +15,7 @@ from dyngauss.deform.bases import BasesField, cosine_series, gram_schmidt_rotati
 from dyngauss.deform.config import BasesFieldConfig, field_config
 from dyngauss.geometry.quaternion import quat_to_matrix
 from dyngauss.model import DynamicGaussians, Gaussians
+from test_tracking_field import _camera  # the same small camera looking at the origin
 
 
 def _field(n=30, K=5, J=4, seed=0, dtype=torch.float32, scale=0.6) -> tuple[BasesField, torch.Tensor]:
@@ -168,15 +169,6 @@ def test_remap_copies_parent_rows_and_adam_moments():
         f.remap_gaussians(torch.tensor([0, 9]))
 
 
-def _camera(size=24):
-    from dyngauss.data.camera import Camera
-
-    K = torch.tensor([[30.0, 0, size / 2], [0, 30.0, size / 2], [0, 0, 1]])
-    V = torch.eye(4)
-    V[2, 3] = 4.0
-    return Camera(K, V, size, size, time=0.0)
-
-
 def test_save_load_round_trip_renders_the_same(tmp_path):
     cfg = load_config(None, ["deform.kind=bases", "deform.num_bases=5", "deform.time_freqs=4",
                              "deform.weight_lr=3e-2"])
@@ -200,10 +192,6 @@ def test_config_rules_and_ranges():
         with pytest.raises(ConfigError):
             load_config(None, ["deform.kind=bases"] + bad)
 
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def _tiny(tmp: Path, cache: Path, overrides: list[str]):

@@ -75,11 +75,6 @@ def _all_keys() -> list[tuple[str, str, type]]:
     return sorted(set(out), key=lambda k: (k[0], k[1]))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """One cache of generated built-in scenes for the module."""
-    return tmp_path_factory.mktemp("cache")
-
 
 def _tiny(tmp: Path, cache: Path, name: str, overrides: list[str]) -> Config:
     return load_config(None, [

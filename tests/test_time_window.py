@@ -38,10 +38,6 @@ def test_config_ranges():
             load_config(None, [bad])
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
 
 def _cfg(tmp: Path, cache: Path, extra: list[str]):
     return load_config(None, [

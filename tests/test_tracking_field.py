@@ -182,10 +182,6 @@ def test_save_load_round_trip_renders_the_same(tmp_path):
             assert (a.alpha > 0.05).any() and torch.equal(a.rgb, b.rgb)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
 
 def _tiny(tmp: Path, cache: Path, overrides: list[str]):
     return load_config(None, [

@@ -14,6 +14,37 @@ from torch import nn
 from ..geometry.quaternion import quat_multiply, quat_normalize, quat_rotate
 
 
+def checked_world_frame(center, radius: float, rotation=None, center_dtype: torch.dtype = torch.float32
+                        ) -> tuple[torch.Tensor | None, float, torch.Tensor]:
+    """The scene frame a field works in, checked: (centre [3] in `center_dtype`, or None when `center` is None;
+    radius r; axes Q [3,3] float64, identity when `rotation` is None). Raises ValueError for a radius that is not
+    positive and finite, a non-finite centre, or a Q that is no rotation (not orthonormal to 1e-5, or det <= 0)."""
+    r = float(radius)
+    if not (r > 0 and torch.isfinite(torch.as_tensor(r))):
+        raise ValueError(f"scene radius must be a positive finite number, got {radius}")
+    c = None
+    if center is not None:
+        c = torch.as_tensor(center, dtype=center_dtype).reshape(3)
+        if not bool(torch.isfinite(c).all()):
+            raise ValueError(f"scene centre must be finite, got {c.tolist()}")
+    Q = torch.eye(3, dtype=torch.float64) if rotation is None else \
+        torch.as_tensor(rotation, dtype=torch.float64).reshape(3, 3)
+    if not (bool(torch.isfinite(Q).all()) and float((Q.T @ Q - torch.eye(3, dtype=Q.dtype)).abs().max()) < 1e-5
+            and float(torch.linalg.det(Q)) > 0):
+        raise ValueError("scene axes must be a rotation matrix")
+    return c, r, Q
+
+
+def checked_parents(parents, n_old: int, device) -> torch.Tensor:
+    """`parents` (new Gaussian i came from old Gaussian parents[i]) as int64 [M] on `device`; ValueError when an
+    index is outside [0, n_old)."""
+    parents = torch.as_tensor(parents).to(device=device, dtype=torch.long).reshape(-1)
+    if parents.numel() and (int(parents.min()) < 0 or int(parents.max()) >= n_old):
+        raise ValueError(f"parents must index the {n_old} previous Gaussians, got the range "
+                         f"[{int(parents.min())}, {int(parents.max())}]")
+    return parents
+
+
 @dataclass
 class Motion:
     """Per-Gaussian SE(3) (+ scale) from canonical to time t. rot [N,4] wxyz, trans [N,3], dscale [N,3] or None

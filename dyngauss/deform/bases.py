@@ -38,7 +38,7 @@ from torch import nn
 
 from ..geometry.quaternion import matrix_to_quat
 from ..geometry.so3 import so3_exp_matrix
-from .base import DeformField, Motion
+from .base import DeformField, Motion, checked_parents, checked_world_frame
 from .tracking import _swap_in_optimizer
 
 __all__ = ["BasesField", "gram_schmidt_rotation", "cosine_series"]
@@ -107,18 +107,8 @@ class BasesField(DeformField):
         """The scene's centre c [3], radius r > 0 and axes Q [3,3] (a rotation; default identity): the bases live
         in u = Q^T (x - c) / r. Raises ValueError for a non-finite centre, a radius that is not positive and finite
         or a Q that is no rotation."""
-        r = float(radius)
-        if not (r > 0 and math.isfinite(r)):
-            raise ValueError(f"scene radius must be a positive finite number, got {radius}")
-        c = torch.as_tensor(center, dtype=torch.float64).reshape(3)
-        if not bool(torch.isfinite(c).all()):
-            raise ValueError(f"scene centre must be finite, got {c.tolist()}")
-        Q = torch.eye(3, dtype=torch.float64) if rotation is None else \
-            torch.as_tensor(rotation, dtype=torch.float64).reshape(3, 3)
-        if not (bool(torch.isfinite(Q).all()) and float((Q.T @ Q - torch.eye(3, dtype=Q.dtype)).abs().max()) < 1e-5
-                and float(torch.linalg.det(Q)) > 0):
-            raise ValueError("scene axes must be a rotation matrix")
-        self.world_center.copy_(c.to(self.world_center.dtype))
+        c, r, Q = checked_world_frame(center, radius, rotation, self.world_center.dtype)
+        self.world_center.copy_(c)
         self.world_radius.fill_(r)
         self.world_rotation.copy_(Q.to(self.world_rotation.dtype))
 
@@ -211,10 +201,7 @@ class BasesField(DeformField):
         if n_old == 0:
             return
         old = self.logits
-        parents = torch.as_tensor(parents).to(device=old.device, dtype=torch.long).reshape(-1)
-        if parents.numel() and (int(parents.min()) < 0 or int(parents.max()) >= n_old):
-            raise ValueError(f"parents must index the {n_old} previous Gaussians, got the range "
-                             f"[{int(parents.min())}, {int(parents.max())}]")
+        parents = checked_parents(parents, n_old, old.device)
         new = nn.Parameter(old.detach().index_select(0, parents).clone(), requires_grad=old.requires_grad)
         self.logits = new
         if optimizer is not None:

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from .base import DeformField
+from .base import DeformField, checked_world_frame
 from .config import NetworkFieldConfig
 from .encoding import ConditionedMLP, PositionalEncoding, TimeCode, ZeroLinear, anneal_alpha
 
@@ -55,16 +55,7 @@ class NetworkField(DeformField):
         rotations / translations leave it as Q R_u Q^T / r Q t_u. Set before training (changing it later changes
         the field). Raises ValueError for a non-finite centre, a radius that is not positive or a Q that is no
         rotation."""
-        r = float(radius)
-        if not (r > 0 and torch.isfinite(torch.as_tensor(r))):
-            raise ValueError(f"scene radius must be a positive finite number, got {radius}")
-        c = torch.as_tensor(center, dtype=self.world_center.dtype).reshape(3)
-        if not bool(torch.isfinite(c).all()):
-            raise ValueError(f"scene centre must be finite, got {c.tolist()}")
-        Q = torch.eye(3) if rotation is None else torch.as_tensor(rotation, dtype=torch.float64).reshape(3, 3)
-        if not (bool(torch.isfinite(Q).all()) and float((Q.T @ Q - torch.eye(3, dtype=Q.dtype)).abs().max()) < 1e-5
-                and float(torch.linalg.det(Q)) > 0):
-            raise ValueError("scene axes must be a rotation matrix")
+        c, r, Q = checked_world_frame(center, radius, rotation, self.world_center.dtype)
         self.world_center.copy_(c)
         self.world_radius.fill_(r)
         self.world_rotation.copy_(Q.to(self.world_rotation.dtype))

@@ -48,7 +48,7 @@ from torch import nn
 
 from ..geometry.quaternion import matrix_to_quat, quat_conjugate, quat_multiply, quat_rotate
 from ..geometry.so3 import so3_exp_quat, so3_log_quat
-from .base import DeformField, Motion
+from .base import DeformField, Motion, checked_parents, checked_world_frame
 from .encoding import frame_interp, frame_times_tensor
 
 __all__ = ["TrackingField", "parents_by_nearest"]
@@ -132,14 +132,7 @@ class TrackingField(DeformField):
         identity; the tables are written in them). The centre plays no role (motions act about each Gaussian's
         own centre); it is accepted for the interface the trainer calls (train/scene.py). Raises ValueError for a
         radius that is not positive and finite or a Q that is no rotation."""
-        r = float(radius)
-        if not (r > 0 and r != float("inf")):
-            raise ValueError(f"scene radius must be a positive finite number, got {radius}")
-        Q = torch.eye(3, dtype=torch.float64) if rotation is None else \
-            torch.as_tensor(rotation, dtype=torch.float64).reshape(3, 3)
-        if not (bool(torch.isfinite(Q).all()) and float((Q.T @ Q - torch.eye(3, dtype=Q.dtype)).abs().max()) < 1e-5
-                and float(torch.linalg.det(Q)) > 0):
-            raise ValueError("scene axes must be a rotation matrix")
+        _, r, Q = checked_world_frame(None, radius, rotation)  # the centre is not used (see above)
         self.world_radius.fill_(r)
         self.world_rotation.copy_(Q.to(self.world_rotation.dtype))
 
@@ -250,11 +243,7 @@ class TrackingField(DeformField):
         n_old = self.num_gaussians
         if n_old == 0:
             return
-        dev = self.rotvec[0].device
-        parents = torch.as_tensor(parents).to(device=dev, dtype=torch.long).reshape(-1)
-        if parents.numel() and (int(parents.min()) < 0 or int(parents.max()) >= n_old):
-            raise ValueError(f"parents must index the {n_old} previous Gaussians, got the range "
-                             f"[{int(parents.min())}, {int(parents.max())}]")
+        parents = checked_parents(parents, n_old, self.rotvec[0].device)
         swaps: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}  # id(old) -> (old, new)
         for name in _TABLES:
             plist = getattr(self, name)
