@@ -154,7 +154,7 @@ def test_transform_dataset_moves_cameras_and_ground_truth(tmp_path):
     from dyngauss.data.synthetic import SyntheticConfig, generate
 
     src = generate(tmp_path / "src", SyntheticConfig(resolution=16, n_train=3, n_val=0, n_test=2, n_video=2,
-                                                      n_tracks=8, supersample=1))
+                                                      n_tracks=8, supersample=1, train_depth=True))
     dst = transform_dataset(src, tmp_path / "dst", M_ALL)
     for split in ("train", "test", "video"):
         for a, b in zip(load_cameras(src, split), load_cameras(dst, split)):
@@ -166,6 +166,16 @@ def test_transform_dataset_moves_cameras_and_ground_truth(tmp_path):
     da, db = load_video_gt(src)["depth"], load_video_gt(dst)["depth"]
     fin = torch.isfinite(da)
     assert torch.allclose(db[fin], 20.0 * da[fin], rtol=1e-5) and torch.isinf(db[~fin]).all()
+    # the training depth maps (the depth loss' targets) scale with the world too, and the images stay linked
+    from dyngauss.data.depth import read_depth
+
+    train_depths = sorted((src / "train").glob("depth_*.npz"))
+    assert len(train_depths) == 3
+    for p in train_depths:
+        a, b = read_depth(p), read_depth(dst / "train" / p.name)
+        ok = np.isfinite(a)
+        assert ok.any() and np.allclose(b[ok], 20.0 * a[ok], rtol=1e-5) and np.isinf(b[~ok]).all()
+    assert sorted(q.name for q in (dst / "train").iterdir()) == sorted(q.name for q in (src / "train").iterdir())
 
 
 # ------------------------------------------------------------------------------------------------ end to end

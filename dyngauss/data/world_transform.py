@@ -1,9 +1,10 @@
 """A D-NeRF dataset with its world coordinates changed by a similarity transform x' = s R x + t.
 
 The images stay the same (they are linked, not copied): only what is written in world coordinates changes —
-every camera-to-world matrix of every ``transforms*.json``, the motion ground truth (``gt_tracks.npz`` positions
-and the fixed camera's z-depth in ``video/depth_*.npz``, which scales with s), ``points3d.ply`` and the object box
-of ``meta.json``. Used to check that training does not depend on the world frame (tests/test_world_frame.py):
+every camera-to-world matrix of every ``transforms*.json``, the motion ground truth (``gt_tracks.npz`` positions),
+every split's z-depth maps (``<split>/depth_*.npz``: the fixed camera's ground truth in ``video/``, the training
+depth of ``data.synthetic_depth`` / RGB-D captures in ``train/``; depths scale with s), ``points3d.ply`` and the
+object box of ``meta.json``. Used to check that training does not depend on the world frame (tests/test_world_frame.py):
 the same scene in other coordinates must give the same result.
 """
 from __future__ import annotations
@@ -67,6 +68,18 @@ def _link(src: Path, dst: Path) -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
 
 
+def _copy_split_scaling_depth(src: Path, dst: Path, s: float) -> None:
+    """A split folder whose ``depth_*.npz`` z-depths are multiplied by `s` (world units scale with s; inf, the
+    no-surface value, stays inf); every other file is linked."""
+    dst.mkdir()
+    for p in sorted(src.iterdir()):
+        if p.name.startswith("depth_") and p.suffix == ".npz":
+            with np.load(p) as z:
+                np.savez(dst / p.name, **{k: (z[k] * s if k == "depth" else z[k]) for k in z.files})
+        else:
+            _link(p, dst / p.name)
+
+
 def transform_dataset(src: str | os.PathLike, dst: str | os.PathLike, matrix: np.ndarray,
                       keep_meta_bbox: bool = True) -> Path:
     """Write `src` (a D-NeRF folder) with world coordinates x' = M x into the new folder `dst`.
@@ -82,24 +95,19 @@ def transform_dataset(src: str | os.PathLike, dst: str | os.PathLike, matrix: np
             or np.abs(M[3] - [0, 0, 0, 1]).max() > 0:
         raise ValueError("matrix must be a 4x4 similarity (s R | t; 0 0 0 1) with s > 0")
     dst.mkdir(parents=True, exist_ok=False)
-    rewritten = {"meta.json", "gt_tracks.npz", "points3d.ply", "video", ".complete"}
+    rewritten = {"meta.json", "gt_tracks.npz", "points3d.ply", ".complete"}
     for p in sorted(src.iterdir()):
         if p.name in rewritten or (p.name.startswith("transforms") and p.suffix == ".json"):
             continue
-        _link(p, dst / p.name)
+        if p.is_dir() and any(p.glob("depth_*.npz")):
+            _copy_split_scaling_depth(p, dst / p.name, s)
+        else:
+            _link(p, dst / p.name)
     for p in sorted(src.glob("transforms*.json")):
         data = json.loads(p.read_text())
         for fr in data.get("frames", []):
             fr["transform_matrix"] = _camera(M, fr["transform_matrix"])
         (dst / p.name).write_text(json.dumps(data, indent=1))
-    if (src / "video").is_dir():
-        (dst / "video").mkdir()
-        for p in sorted((src / "video").iterdir()):
-            if p.name.startswith("depth_") and p.suffix == ".npz":
-                with np.load(p) as z:
-                    np.savez(dst / "video" / p.name, **{k: (z[k] * s if k == "depth" else z[k]) for k in z.files})
-            else:
-                _link(p, dst / "video" / p.name)
     if (src / "gt_tracks.npz").is_file():
         with np.load(src / "gt_tracks.npz") as z:
             arrays = {k: z[k] for k in z.files}
