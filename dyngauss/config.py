@@ -563,11 +563,28 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Keys added after run folders were first written whose default changes what a run does: a saved config (a run's
+# config.yaml, a checkpoint's `cfg`) that lacks one was trained with the value here, not with today's default.
+# (deform.node_pivot needs no entry: its default is the old behaviour.)
+SAVED_BEFORE_KEY: dict[str, Any] = {
+    "train.time_window": 1.0,       # the temporal curriculum (2026-11-30): every frame from the start
+    "motion.depth_weight": 0.0,     # depth supervision by default where the data has depth (2026-11-30)
+}
+
+
 def config_from_dict(data: dict) -> Config:
-    """The Config of a dict written by config_to_dict (e.g. a run's config.yaml or a checkpoint's `cfg`)."""
+    """The Config of a dict written by config_to_dict (e.g. a run's config.yaml or a checkpoint's `cfg`). A key
+    of :data:`SAVED_BEFORE_KEY` missing from a section the dict has takes the value the run was trained with
+    (its behaviour before the key existed), so resuming or evaluating an older run does not change it."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    return validate_config(_apply_layers(Config(), [data]))
+    filled = None
+    for dotted, value in SAVED_BEFORE_KEY.items():
+        sec, key = dotted.split(".")
+        if isinstance(data.get(sec), dict) and key not in data[sec]:
+            filled = filled if filled is not None else copy.deepcopy(data)
+            filled[sec][key] = value
+    return validate_config(_apply_layers(Config(), [filled if filled is not None else data]))
 
 
 def upgrade_config_dict(data: dict, from_version: int) -> dict:

@@ -216,3 +216,25 @@ def test_save_roundtrip_every_kind(tmp_path, kind):
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert data["deform"]["kind"] == kind
     assert config_from_dict(data) == cfg
+
+
+def test_saved_config_without_a_later_key_keeps_the_behaviour_it_was_trained_with(tmp_path):
+    """A run folder written before train.time_window / motion.depth_weight existed trained on every frame from
+    the start and without depth: resuming or loading it must not switch the curriculum or the depth term on."""
+    import yaml
+
+    from dyngauss.config import SAVED_BEFORE_KEY
+
+    fresh = load_config(None)
+    assert fresh.train.time_window == 0.1 and fresh.motion.depth_weight == 0.5  # today's defaults
+    data = config_to_dict(fresh)
+    del data["train"]["time_window"], data["motion"]["depth_weight"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    old = config_from_dict(yaml.safe_load(path.read_text()))
+    assert old.train.time_window == 1.0 and old.motion.depth_weight == 0.0
+    assert "time_window" not in data["train"]  # the input is not modified
+    assert old.train.iters == fresh.train.iters and old.deform == fresh.deform  # the rest as saved
+    # a saved config that has the keys keeps its values
+    assert config_from_dict(config_to_dict(fresh)) == fresh
+    assert set(SAVED_BEFORE_KEY) == {"train.time_window", "motion.depth_weight"}
