@@ -155,6 +155,8 @@ def test_transform_dataset_moves_cameras_and_ground_truth(tmp_path):
 
     src = generate(tmp_path / "src", SyntheticConfig(resolution=16, n_train=3, n_val=0, n_test=2, n_video=2,
                                                       n_tracks=8, supersample=1, train_depth=True))
+    (src / "depth").mkdir()  # data/depth.py's other layout: depth/<frame>.npz
+    np.savez(src / "depth" / "r_001.npz", depth=np.array([[1.5, np.inf], [2.0, 0.25]], np.float32))
     dst = transform_dataset(src, tmp_path / "dst", M_ALL)
     for split in ("train", "test", "video"):
         for a, b in zip(load_cameras(src, split), load_cameras(dst, split)):
@@ -176,6 +178,8 @@ def test_transform_dataset_moves_cameras_and_ground_truth(tmp_path):
         ok = np.isfinite(a)
         assert ok.any() and np.allclose(b[ok], 20.0 * a[ok], rtol=1e-5) and np.isinf(b[~ok]).all()
     assert sorted(q.name for q in (dst / "train").iterdir()) == sorted(q.name for q in (src / "train").iterdir())
+    other = read_depth(dst / "depth" / "r_001.npz")
+    assert np.allclose(other[np.isfinite(other)], [30.0, 40.0, 5.0]) and np.isinf(other[0, 1])
 
 
 # ------------------------------------------------------------------------------------------------ end to end

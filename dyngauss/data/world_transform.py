@@ -1,11 +1,11 @@
 """A D-NeRF dataset with its world coordinates changed by a similarity transform x' = s R x + t.
 
 The images stay the same (they are linked, not copied): only what is written in world coordinates changes —
-every camera-to-world matrix of every ``transforms*.json``, the motion ground truth (``gt_tracks.npz`` positions),
-every split's z-depth maps (``<split>/depth_*.npz``: the fixed camera's ground truth in ``video/``, the training
-depth of ``data.synthetic_depth`` / RGB-D captures in ``train/``; depths scale with s), ``points3d.ply`` and the
-object box of ``meta.json``. Used to check that training does not depend on the world frame (tests/test_world_frame.py):
-the same scene in other coordinates must give the same result.
+every camera-to-world matrix of every ``transforms*.json``, the motion ground truth (``gt_tracks.npz``
+positions), every z-depth map (``<split>/depth_*.npz`` and ``depth/*.npz``, data/depth.py's layouts: the fixed
+camera's ground truth in ``video/``, the training depth of ``data.synthetic_depth`` / RGB-D captures; depths scale
+with s), ``points3d.ply`` and the object box of ``meta.json``. Used to check that training does not depend on the
+world frame (tests/test_world_frame.py): the same scene in other coordinates must give the same result.
 """
 from __future__ import annotations
 
@@ -68,12 +68,17 @@ def _link(src: Path, dst: Path) -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
 
 
+def _is_depth_file(p: Path) -> bool:
+    """A z-depth map in one of data/depth.py's layouts: ``<split>/depth_<n>.npz`` or ``depth/<frame>.npz``."""
+    return p.is_file() and p.suffix == ".npz" and (p.name.startswith("depth_") or p.parent.name == "depth")
+
+
 def _copy_split_scaling_depth(src: Path, dst: Path, s: float) -> None:
-    """A split folder whose ``depth_*.npz`` z-depths are multiplied by `s` (world units scale with s; inf, the
-    no-surface value, stays inf); every other file is linked."""
+    """A folder whose depth maps (:func:`_is_depth_file`) are multiplied by `s` (world units scale with s; inf,
+    the no-surface value, stays inf); every other file is linked."""
     dst.mkdir()
     for p in sorted(src.iterdir()):
-        if p.name.startswith("depth_") and p.suffix == ".npz":
+        if _is_depth_file(p):
             with np.load(p) as z:
                 np.savez(dst / p.name, **{k: (z[k] * s if k == "depth" else z[k]) for k in z.files})
         else:
@@ -99,7 +104,7 @@ def transform_dataset(src: str | os.PathLike, dst: str | os.PathLike, matrix: np
     for p in sorted(src.iterdir()):
         if p.name in rewritten or (p.name.startswith("transforms") and p.suffix == ".json"):
             continue
-        if p.is_dir() and any(p.glob("depth_*.npz")):
+        if p.is_dir() and any(_is_depth_file(q) for q in p.iterdir()):
             _copy_split_scaling_depth(p, dst / p.name, s)
         else:
             _link(p, dst / p.name)
