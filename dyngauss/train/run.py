@@ -37,7 +37,12 @@ def run_job(cfg: Config, resume: bool = False, log=print, overwrite: bool = Fals
                 dist.barrier()  # the other ranks read the folder once rank 0 prepared it
             except RuntimeError as e:  # rank 0 stopped (busy or refused folder): its own message says why
                 raise RunFolderError(f"rank {dist.rank}: rank 0 stopped before training (its error says why)") from e
-            return _train_eval_export(cfg, resume, log if dist.is_main else (lambda *a, **k: None), dist, device)
+            result = _train_eval_export(cfg, resume, log if dist.is_main else (lambda *a, **k: None), dist, device)
+            # the ranks that ended early wait for rank 0's export: a rank tearing down its process group while
+            # rank 0 still holds connections to it can abort in gloo's teardown ("terminate called without an
+            # active exception", seen once in CI). Only on success: a failed rank leaves, and torchrun stops the rest
+            dist.barrier()
+            return result
     finally:
         dist.close()
 
