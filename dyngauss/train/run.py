@@ -7,7 +7,7 @@ exports the checkpoint its trainer wrote last (by path, never "the newest file i
 Under torchrun (train/distributed.py) every rank trains; rank 0 alone holds the lock and prepares the folder.
 After training every rank evaluates its share of the evaluation frames (eval/evaluate.py: rank r renders frames
 r, r+W, ... and writes their renders); rank 0 gathers them, computes the motion metrics, writes metrics.json
-and exports alone (the other ranks end once the per-frame results are gathered)."""
+and exports alone (the other ranks wait for it at a last barrier, then end)."""
 from __future__ import annotations
 
 import time
