@@ -119,3 +119,42 @@ def test_the_nodes_variant_is_the_shipped_nodes_config():
     variant = load_config(ROOT / "configs" / "default.yaml", b.BUILTIN_VARIANTS["nodes"])
     assert variant.deform == shipped.deform
     assert variant.motion == shipped.motion and variant.train == shipped.train
+
+
+def test_a_variant_means_the_same_motion_on_twist_shared():
+    """twist-shared runs configs/dnerf.yaml, which extends nodes.yaml's motion configuration: every built-in variant
+    must still resolve to the motion losses it has on the built-in scenes (the `mlp` variant is the dense field
+    with the default losses there too), the network fields to the same keys, and `nodes` to dnerf.yaml as
+    shipped. (`bases` / `tracking` take the learning rates nodes.yaml writes out, as any `deform.kind=` override
+    on a config file does: shared keys written in the file carry over.)"""
+    from dyngauss.config import load_config
+
+    b = _bench()
+    a = b._parser().parse_args(["--twist-path", str(ROOT)])       # any folder: nothing is read here
+    jobs = {(j.scene, j.variant): j for j in b.make_jobs(
+        _set(a, scenes=["twist-shared", "limb:random"], variants=list(b.BUILTIN_VARIANTS), seeds=[0]),
+        b.BUILTIN_VARIANTS)}
+    protocol_keys = {"width", "depth", "time_freqs"}                # set by the twist-shared protocol
+    for v in b.BUILTIN_VARIANTS:
+        shared, builtin = (load_config(jobs[s, v].config, [o for o in jobs[s, v].overrides if not o.startswith("out=")])
+                           for s in ("twist-shared", "limb:random"))
+        assert shared.motion == builtin.motion, v
+        assert shared.deform.kind == builtin.deform.kind, v
+        if v in ("bases", "tracking"):
+            continue
+        diff = {k for k, val in vars(shared.deform).items() if vars(builtin.deform)[k] != val}
+        assert diff <= protocol_keys, (v, diff)
+    shipped = load_config(ROOT / "configs" / "dnerf.yaml")
+    nodes = load_config(jobs["twist-shared", "nodes"].config,
+                        [o for o in jobs["twist-shared", "nodes"].overrides if not o.startswith("out=")])
+    assert nodes.motion == shipped.motion and nodes.deform == shipped.deform
+    mlp = load_config(jobs["twist-shared", "mlp"].config,
+                      [o for o in jobs["twist-shared", "mlp"].overrides if not o.startswith("out=")])
+    assert mlp.deform.kind == "mlp" and mlp.motion.flow_weight == 0 and mlp.motion.track_weight == 0
+
+
+def _set(a, **kw):
+    """`a` with the given attributes replaced."""
+    for k, v in kw.items():
+        setattr(a, k, v)
+    return a

@@ -20,7 +20,9 @@ Protocols (the CPU protocol of issue 20):
   * built-in scenes: the main job's config (configs/default.yaml) at ``--resolution`` (default 96) for
     ``--iters`` (default 2000) steps; the generator writes the scene once into the cache.
   * twist-shared: ``configs/dnerf.yaml`` with ``data.downscale=4`` (100 px), ``--twist-iters`` (default 3000)
-    steps, SH degree 1, a 64 x 4 field with time PE 4, 10k initial points.
+    steps, SH degree 1, a 64 x 4 field with time PE 4, 10k initial points; its motion section and field keys
+    start from the defaults (:func:`default_motion_overrides`), so each variant sets the same motion
+    configuration as on the built-in scenes (``nodes`` = dnerf.yaml as shipped).
 
 Variants are sets of config overrides applied on top of the protocol: the built-in ``none`` (static baseline),
 ``mlp`` (the default dense field, with the defaults' temporal curriculum and depth term), ``nodes``
@@ -62,7 +64,7 @@ BUILTIN_VARIANTS = {
     "mlp": ["deform.kind=mlp"],
     # configs/nodes.yaml on the main job
     "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000", "deform.node_pivot=center",
-              "motion.flow_weight=0.5", "motion.track_weight=0.5"],
+              "motion.flow_weight=0.5", "motion.track_weight=0.5", "motion.track_max_span=40"],
     # the defaults before the temporal curriculum and the depth term (the baseline of docs/benchmark.md)
     "mlp-old": ["deform.kind=mlp", "train.time_window=1", "motion.depth_weight=0"],
     "bases": ["deform.kind=bases"],                               # Shape of Motion's motion bases
@@ -106,7 +108,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 def scene_protocol(scene: str, a: argparse.Namespace) -> tuple[str, list[str]]:
     """(config file, overrides) of the CPU protocol for `scene`. Raises ValueError for an unknown scene."""
     if scene == "twist-shared":
-        return str(ROOT / "configs" / "dnerf.yaml"), [
+        config = ROOT / "configs" / "dnerf.yaml"
+        return str(config), default_motion_overrides(config) + [
             f"data.path={a.twist_path}", "data.downscale=4", f"train.iters={a.twist_iters}",
             "model.sh_degree=1", "deform.width=64", "deform.depth=4", "deform.time_freqs=4",
             "model.num_points=10000", "densify.refine_stop_iter=2000"]
@@ -120,6 +123,28 @@ def scene_protocol(scene: str, a: argparse.Namespace) -> tuple[str, list[str]]:
         f"data.synthetic_motion={family}", *cams,
         f"data.synthetic_resolution={a.resolution}", f"data.synthetic_train_frames={a.frames}",
         f"train.iters={a.iters}"] + list(a.protocol)
+
+
+def default_motion_overrides(config: Path) -> list[str]:
+    """Overrides that put `config`'s motion section and its network field's shared keys (learning rates, encodings,
+    coarse-to-fine window, ...) back to the defaults (dyngauss.config.Config, = configs/default.yaml), so that a
+    variant means the same on every protocol: configs/dnerf.yaml extends nodes.yaml's motion configuration, which
+    the ``mlp`` variant must not inherit (the ``nodes`` variant sets it again). Empty for a config that keeps the
+    defaults. Raises dyngauss.config.ConfigError for an unreadable config."""
+    import dataclasses
+
+    sys.path.insert(0, str(ROOT))
+    from dyngauss.config import Config, load_config
+    from dyngauss.deform.config import NetworkFieldConfig
+
+    cfg, ref = load_config(config), Config()
+    out = [f"motion.{f.name}={json.dumps(getattr(ref.motion, f.name))}" for f in dataclasses.fields(ref.motion)
+           if getattr(cfg.motion, f.name) != getattr(ref.motion, f.name)]
+    if isinstance(cfg.deform, NetworkFieldConfig) and isinstance(ref.deform, NetworkFieldConfig):
+        out += [f"deform.{f.name}={json.dumps(getattr(ref.deform, f.name))}"
+                for f in dataclasses.fields(NetworkFieldConfig)
+                if f.name != "kind" and getattr(cfg.deform, f.name) != getattr(ref.deform, f.name)]
+    return out
 
 
 def _field_kind(overrides: list[str]) -> str:
