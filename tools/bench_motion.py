@@ -64,7 +64,8 @@ BUILTIN_VARIANTS = {
     "mlp": ["deform.kind=mlp"],
     # configs/nodes.yaml on the main job
     "nodes": ["deform.kind=nodes", "deform.anneal_steps=1000", "deform.node_pivot=center",
-              "motion.flow_weight=0.5", "motion.track_weight=0.5", "motion.track_max_span=40"],
+              "motion.flow_weight=0.5", "motion.track_weight=0.5", "motion.track_max_span=40",
+              "deform.lr=3e-3", "deform.lr_final=3e-5"],
     # the defaults before the temporal curriculum and the depth term (the baseline of docs/benchmark.md)
     "mlp-old": ["deform.kind=mlp", "train.time_window=1", "motion.depth_weight=0"],
     "bases": ["deform.kind=bases"],                               # Shape of Motion's motion bases
